@@ -1,0 +1,1 @@
+"""Reads of the annotation app (querysets, dicts, dataclasses; never writes)."""

@@ -1,0 +1,1 @@
+"""Thin page views of the annotation app, one module per area."""

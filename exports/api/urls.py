@@ -1,0 +1,3 @@
+"""Routes of the exports API (mounted under /api/v1/)."""
+
+urlpatterns: list = []

@@ -1,0 +1,76 @@
+"""Versioned preference-dataset snapshots.
+
+A snapshot records everything needed to explain and reproduce its files: the filters
+and aggregation policy, the judgments that went in, what was dropped and why, counts
+per split and the sha256 of the written content.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotation.models import Project
+
+
+class DatasetFormat(models.TextChoices):
+    PREFERENCE = "preference", "TRL standard preference (prompt/chosen/rejected)"
+    CONVERSATIONAL = "conversational", "TRL conversational preference (messages)"
+    UNPAIRED = "unpaired", "TRL unpaired / KTO (prompt/completion/label)"
+    SFT = "sft", "SFT (chosen responses)"
+
+
+class SnapshotStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class DatasetSnapshot(models.Model):
+    Status = SnapshotStatus
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="snapshots"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    format = models.CharField(
+        max_length=16, choices=DatasetFormat.choices, default=DatasetFormat.PREFERENCE
+    )
+    policy = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Aggregation policy, tie/both-bad handling, min agreement, "
+        "prior labels in or out, held-out fraction and seed.",
+    )
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.PENDING
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    output_dir = models.CharField(max_length=1000, blank=True)
+    counts = models.JSONField(default=dict, blank=True, help_text="Rows per split.")
+    dropped = models.JSONField(default=dict, blank=True, help_text="Rows per reason.")
+    judgment_ids = models.JSONField(default=list, blank=True)
+    content_sha256 = models.CharField(max_length=64, blank=True)
+    hygiene = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(format__in=DatasetFormat.values),
+                name="snapshot_format_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=SnapshotStatus.values),
+                name="snapshot_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Snapshot {self.pk} of {self.project} ({self.format})"

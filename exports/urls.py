@@ -1,0 +1,3 @@
+"""Page routes of the exports app."""
+
+urlpatterns: list = []

@@ -1,0 +1,66 @@
+"""Shared fixtures: users per role, a project with memberships, API clients."""
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotation.models import Role
+from annotation.services.projects import membership_set, project_create, user_create
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def project(db):
+    return project_create(
+        slug="demo",
+        name="Demo project",
+        guidelines="Pick the **more helpful** answer.",
+        aspects=["helpfulness", "harmlessness"],
+        target_judgments=2,
+    )
+
+
+@pytest.fixture
+def make_user(db):
+    def _make(username: str, *, project=None, role: str | None = None):
+        user = user_create(username=username, password=PASSWORD)
+        if project is not None and role is not None:
+            membership_set(project=project, user=user, role=role)
+        return user
+
+    return _make
+
+
+@pytest.fixture
+def annotator(project, make_user):
+    return make_user("ann", project=project, role=Role.ANNOTATOR)
+
+
+@pytest.fixture
+def researcher(project, make_user):
+    return make_user("res", project=project, role=Role.RESEARCHER)
+
+
+@pytest.fixture
+def project_admin(project, make_user):
+    return make_user("padmin", project=project, role=Role.ADMIN)
+
+
+@pytest.fixture
+def outsider(make_user):
+    return make_user("outsider")
+
+
+@pytest.fixture
+def api_client_for():
+    """Return an APIClient authenticated with the user's token (or anonymous)."""
+
+    def _client(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return _client

@@ -1,0 +1,3 @@
+"""Page routes of the training app."""
+
+urlpatterns: list = []
