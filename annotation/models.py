@@ -1,4 +1,4 @@
-"""Data model of the annotation loop: projects, prompts, responses, comparisons, judgments.
+"""Data model of the annotation loop: projects, prompts, responses, judgments.
 
 Rules that must hold whatever code path writes a row (uniqueness, value ranges, the
 canonical order of a comparison's two responses) are database constraints, so a bug or
@@ -160,7 +160,7 @@ class Prompt(models.Model):
 
 
 class Response(models.Model):
-    """A candidate answer. `model_name` and `generation_params` never reach annotators."""
+    """An answer; `model_name` and `generation_params` never reach annotators."""
 
     prompt = models.ForeignKey(
         Prompt, on_delete=models.CASCADE, related_name="responses"
@@ -253,12 +253,12 @@ class Comparison(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"Comparison {self.pk}"
+
     @property
     def is_gold(self) -> bool:
         return self.gold_choice is not None
-
-    def __str__(self) -> str:
-        return f"Comparison {self.pk}"
 
 
 class AssignmentStatus(models.TextChoices):

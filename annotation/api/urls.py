@@ -1,6 +1,5 @@
 """Routes of the annotation API (mounted under /api/v1/)."""
 
-from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 router = DefaultRouter()

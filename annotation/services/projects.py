@@ -24,7 +24,7 @@ def project_create(
     allow_both_bad: bool = True,
     gold_rate: float = 0.0,
 ) -> Project:
-    """Create a project after validating every field (constraints are the last guard)."""
+    """Create a project, validating every field (constraints are the last guard)."""
     aspects = list(aspects or [])
     if any(not isinstance(a, str) or not a.strip() for a in aspects) or len(
         set(aspects)
