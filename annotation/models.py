@@ -6,11 +6,17 @@ a race in a service cannot store an inconsistent row. Services in `services/` ar
 only writers.
 """
 
+import random
 import uuid
 
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+
+
+def random_key_default() -> float:
+    """Return a fresh uniform key so queue order is random among equal candidates."""
+    return random.random()
 
 
 class Role(models.TextChoices):
@@ -222,7 +228,7 @@ class Comparison(models.Model):
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0)
     random_key = models.FloatField(
-        default=0.0, help_text="Random tie-breaker for queue order."
+        default=random_key_default, help_text="Random tie-breaker for queue order."
     )
     import_batch = models.ForeignKey(
         ImportBatch, null=True, blank=True, on_delete=models.SET_NULL
@@ -250,6 +256,14 @@ class Comparison(models.Model):
             models.Index(
                 fields=["project", "judgment_count", "-priority", "random_key"],
                 name="comparison_queue_order",
+            ),
+            # Gold comparisons are served to every annotator (no target), so they are
+            # looked up apart from the open queue; this keeps that lookup off the
+            # (possibly million-row) main index.
+            models.Index(
+                fields=["project", "judgment_count", "random_key"],
+                condition=Q(gold_choice__isnull=False),
+                name="comparison_gold_queue",
             ),
         ]
 

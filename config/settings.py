@@ -15,11 +15,18 @@ Variables:
     PREFLINE_DATA_DIR     where the database, snapshots, runs and checkpoints live
                           (default ./data).
     PREFLINE_TEST_DB_NAME name of the test database (lets parallel runs coexist).
+    DB_CONN_MAX_AGE       seconds a database connection is kept between requests
+                          (default 0; 60 suits gunicorn on PostgreSQL).
+    PREFLINE_PITFALL_THRESHOLDS  JSON object overriding training pitfall thresholds,
+                          e.g. {"kl_max": 0.5} (listed in the README).
+    PREFLINE_TRAINING_CHECK_MODEL_PATHS  "0" lets the web queue runs whose model path
+                          exists only on the worker machines.
     SECURE_SSL_REDIRECT, SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE
                           "0" relaxes that production flag (all on by default when
                           DEBUG is off), e.g. behind a proxy that redirects itself.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -87,6 +94,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_tasks",
     "django_tasks_db",
     "annotation",
@@ -96,7 +104,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Serves collected static files in production; runserver and the test live
+    # server serve them from the apps themselves.
+    *([] if DEBUG or RUNNING_TESTS else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,7 +138,13 @@ WSGI_APPLICATION = "config.wsgi.application"
 def _database_config() -> dict:
     default_url = f"sqlite:///{DATA_DIR / 'prefline.sqlite3'}"
     url = os.environ.get("DATABASE_URL") or default_url
-    config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+    if url == default_url:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+    config = dj_database_url.parse(
+        url,
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
+    )
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the single writer; IMMEDIATE takes the write
         # lock at BEGIN so two writers queue up instead of failing on upgrade.
@@ -203,6 +219,19 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's assets come from the sidecar package, not a CDN: docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # One schema name per shared choice set (fields with different names reuse them).
+    "ENUM_NAME_OVERRIDES": {
+        "JudgmentChoiceEnum": "annotation.models.Choice",
+        "SplitEnum": "annotation.models.Split",
+        "RoleEnum": "annotation.models.Role",
+        "PositionalChoiceEnum": "annotation.services.judgments.POSITIONAL_CHOICES",
+        "RunStatusEnum": "training.models.RunStatus",
+        "SnapshotStatusEnum": "exports.models.SnapshotStatus",
+    },
 }
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
@@ -216,6 +245,15 @@ PREFLINE_IMPORT_MAX_TEXT_CHARS = int(
 )
 PREFLINE_IMPORT_MAX_MESSAGES = int(os.environ.get("PREFLINE_IMPORT_MAX_MESSAGES", 64))
 PREFLINE_IMPORT_MAX_ERRORS = int(os.environ.get("PREFLINE_IMPORT_MAX_ERRORS", 20))
+
+# Training: pitfall thresholds (see training/pitfalls.py) and whether the web form
+# checks that a local model path exists before queueing.
+PREFLINE_PITFALL_THRESHOLDS = json.loads(
+    os.environ.get("PREFLINE_PITFALL_THRESHOLDS") or "{}"
+)
+PREFLINE_TRAINING_CHECK_MODEL_PATHS = env_bool(
+    "PREFLINE_TRAINING_CHECK_MODEL_PATHS", True
+)
 
 if not DEBUG and not RUNNING_TESTS:
     # Production hardening; each flag can be relaxed by environment for a deployment

@@ -1,0 +1,115 @@
+"""Query-string filters of the annotation API (django-filter)."""
+
+import django_filters
+from django import forms
+from django.db.models import F, Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+
+from annotation.models import Choice, Comparison, Judgment, Prompt, Response, Split
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(django_filters.NumberFilter):
+    """A whole-number id (django-filter's NumberFilter accepts decimals)."""
+
+    field_class = forms.IntegerField
+
+
+class PromptFilter(django_filters.FilterSet):
+    split = django_filters.ChoiceFilter(choices=Split.choices)
+    external_id = django_filters.CharFilter()
+    import_batch = IdFilter(field_name="import_batch_id")
+
+    class Meta:
+        model = Prompt
+        fields = ["split", "external_id", "import_batch"]
+
+
+class ResponseFilter(django_filters.FilterSet):
+    prompt = IdFilter(field_name="prompt_id")
+    model_name = django_filters.CharFilter()
+    split = django_filters.ChoiceFilter(
+        field_name="prompt__split", choices=Split.choices
+    )
+
+    class Meta:
+        model = Response
+        fields = ["prompt", "model_name", "split"]
+
+
+class ComparisonFilter(django_filters.FilterSet):
+    prompt = IdFilter(field_name="prompt_id")
+    split = django_filters.ChoiceFilter(
+        field_name="prompt__split", choices=Split.choices
+    )
+    origin = django_filters.ChoiceFilter(choices=Comparison.Origin.choices)
+    gold = django_filters.BooleanFilter(
+        method="filter_gold", label="Only gold (true) or only non-gold (false)."
+    )
+    complete = django_filters.BooleanFilter(
+        method="filter_complete",
+        label="Only comparisons that reached (true) or not (false) the project's "
+        "target number of human judgments.",
+    )
+    model_name = django_filters.CharFilter(
+        method="filter_model_name", label="Either response is from this model."
+    )
+
+    class Meta:
+        model = Comparison
+        fields = ["prompt", "split", "origin", "gold", "complete", "model_name"]
+
+    def filter_gold(self, queryset, name, value):
+        return queryset.filter(gold_choice__isnull=not value)
+
+    def filter_complete(self, queryset, name, value):
+        reached = {"judgment_count__gte": F("project__target_judgments")}
+        return queryset.filter(**reached) if value else queryset.exclude(**reached)
+
+    def filter_model_name(self, queryset, name, value):
+        return queryset.filter(
+            Q(response_a__model_name=value) | Q(response_b__model_name=value)
+        )
+
+
+class AnnotatorJudgmentFilter(django_filters.FilterSet):
+    """Filters an annotator may use on their own judgments."""
+
+    choice = django_filters.ChoiceFilter(choices=Choice.choices)
+    submitted_after = django_filters.DateTimeFilter(
+        field_name="submitted_at",
+        lookup_expr="gte",
+        label="Submitted at or after this ISO 8601 date or time.",
+    )
+    submitted_before = django_filters.DateTimeFilter(
+        field_name="submitted_at",
+        lookup_expr="lt",
+        label="Submitted before this ISO 8601 date or time.",
+    )
+
+    class Meta:
+        model = Judgment
+        fields = ["choice", "submitted_after", "submitted_before"]
+
+
+class JudgmentFilter(AnnotatorJudgmentFilter):
+    """Researchers' filters: also by annotator, origin (human or prior) and gold."""
+
+    annotator = django_filters.CharFilter(
+        field_name="annotator__username", label="Annotator's username."
+    )
+    origin = django_filters.ChoiceFilter(choices=Judgment.Origin.choices)
+    is_gold = django_filters.BooleanFilter()
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "annotator",
+            "origin",
+            "choice",
+            "comparison",
+            "is_gold",
+            "submitted_after",
+            "submitted_before",
+        ]

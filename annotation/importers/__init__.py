@@ -1,0 +1,1 @@
+"""Reading and validating import files; no database access (see services.imports)."""

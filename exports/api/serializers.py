@@ -1,0 +1,84 @@
+"""Serializers of the snapshot API."""
+
+from rest_framework import serializers
+
+from exports.aggregation import POLICIES
+from exports.formats import SFT_STYLES, ExportConfig
+from exports.models import DatasetFormat, DatasetSnapshot
+
+
+class SnapshotSettingsSerializer(serializers.Serializer):
+    """Settings of a new snapshot (all optional; defaults as in the command)."""
+
+    name = serializers.CharField(max_length=200, required=False, default="")
+    format = serializers.ChoiceField(
+        choices=DatasetFormat.choices, default=DatasetFormat.PREFERENCE
+    )
+    policy = serializers.ChoiceField(choices=POLICIES, default="majority")
+    min_agreement = serializers.FloatField(default=0.5)
+    min_votes = serializers.IntegerField(default=1)
+    include_prior = serializers.BooleanField(default=False)
+    both_bad_as_negatives = serializers.BooleanField(default=False)
+    sft_style = serializers.ChoiceField(choices=SFT_STYLES, default="messages")
+    heldout_fraction = serializers.FloatField(default=0.1)
+    seed = serializers.IntegerField(default=0)
+    max_chars = serializers.IntegerField(default=20_000)
+
+    def validate(self, attrs):
+        settings = {k: v for k, v in attrs.items() if k != "name"}
+        try:
+            attrs["config"] = ExportConfig(**settings)
+        except ValueError as exc:
+            raise serializers.ValidationError(exc.args[0]) from exc
+        return attrs
+
+
+class PreviewSerializer(serializers.Serializer):
+    comparisons = serializers.IntegerField()
+    kept_comparisons = serializers.IntegerField()
+    judgments = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    dropped = serializers.DictField(child=serializers.IntegerField())
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    judgment_count = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatasetSnapshot
+        fields = [
+            "id",
+            "name",
+            "format",
+            "policy",
+            "filters",
+            "status",
+            "created_by",
+            "created_at",
+            "finished_at",
+            "counts",
+            "dropped",
+            "judgment_count",
+            "content_sha256",
+            "error",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_judgment_count(self, obj: DatasetSnapshot) -> int:
+        return len(obj.judgment_ids)
+
+    def get_download_url(self, obj: DatasetSnapshot) -> str | None:
+        if obj.status != DatasetSnapshot.Status.SUCCEEDED:
+            return None
+        request = self.context.get("request")
+        path = f"/api/v1/projects/{obj.project.slug}/snapshots/{obj.pk}/download/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class SnapshotDetailSerializer(SnapshotSerializer):
+    class Meta(SnapshotSerializer.Meta):
+        fields = [*SnapshotSerializer.Meta.fields, "hygiene", "judgment_ids"]
+        read_only_fields = fields

@@ -1,0 +1,47 @@
+"""The snapshot settings form of the export page (also used for the preview)."""
+
+from django import forms
+
+from exports.aggregation import POLICIES
+from exports.formats import FORMATS, SFT_STYLES, ExportConfig
+
+POLICY_HELP = {
+    "majority": "plurality of votes; a tie for the top count is dropped",
+    "unanimous": "only comparisons where every vote agrees",
+    "min_agreement": "plurality kept when its share of votes reaches the minimum",
+    "gold_weighted": "votes weighted by each annotator's accuracy on gold tasks",
+    "dawid_skene": "Dawid-Skene EM: per-annotator confusion matrices",
+}
+
+
+class SnapshotForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False)
+    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="preference")
+    policy = forms.ChoiceField(
+        choices=[(p, f"{p}: {POLICY_HELP[p]}") for p in POLICIES], initial="majority"
+    )
+    min_agreement = forms.FloatField(
+        initial=0.5, min_value=0.01, max_value=1, help_text="For min_agreement."
+    )
+    min_votes = forms.IntegerField(initial=1, min_value=1)
+    include_prior = forms.BooleanField(
+        required=False, help_text="Count labels that came with imported pairs."
+    )
+    both_bad_as_negatives = forms.BooleanField(
+        required=False, help_text="Unpaired format: both-bad gives two negatives."
+    )
+    sft_style = forms.ChoiceField(
+        choices=[(s, s) for s in SFT_STYLES], initial="messages"
+    )
+    heldout_fraction = forms.FloatField(initial=0.1, min_value=0, max_value=0.99)
+    seed = forms.IntegerField(initial=0)
+    max_chars = forms.IntegerField(initial=20_000, min_value=1)
+
+    def to_config(self) -> ExportConfig:
+        data = {k: v for k, v in self.cleaned_data.items() if k != "name"}
+        try:
+            return ExportConfig(**data)
+        except ValueError as exc:
+            for field, message in exc.args[0].items():
+                self.add_error(field if field in self.fields else None, message)
+            raise

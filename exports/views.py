@@ -1,0 +1,87 @@
+"""Researcher pages: configure, preview and queue snapshots; read and download."""
+
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from annotation.models import Role
+from annotation.views.access import PageError, project_page
+from exports import selectors, services
+from exports.forms import SnapshotForm
+from exports.models import SnapshotStatus
+
+SNAPSHOT_NOT_FOUND = "No snapshot {pk} in this project."
+NOT_READY = "Snapshot {pk} is {status}; only a finished snapshot can be downloaded."
+
+
+@project_page(Role.RESEARCHER)
+def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
+    """GET: the form (with preview counts when asked); POST: queue a snapshot."""
+    data = request.POST if request.method == "POST" else request.GET or None
+    form = SnapshotForm(data)
+    preview = None
+    if form.is_bound and form.is_valid():
+        try:
+            config = form.to_config()
+        except ValueError:
+            config = None
+        if config is not None and request.method == "POST":
+            snapshot = services.snapshot_create(
+                project=project,
+                user=request.user,
+                config=config,
+                name=form.cleaned_data["name"],
+            )
+            return redirect("snapshot-detail", slug=project.slug, pk=snapshot.pk)
+        if config is not None:
+            preview = selectors.export_preview(project, config)
+    return render(
+        request,
+        "exports/snapshot_list.html",
+        {
+            "project": project,
+            "form": form if form.is_bound else SnapshotForm(),
+            "preview": preview,
+            "snapshots": selectors.snapshots_for(project)[:100],
+        },
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+def _snapshot(project, pk: int):
+    snapshot = selectors.snapshots_for(project).filter(pk=pk).first()
+    if snapshot is None:
+        raise PageError(404, SNAPSHOT_NOT_FOUND.format(pk=pk))
+    return snapshot
+
+
+@project_page(Role.RESEARCHER)
+def snapshot_detail(request: HttpRequest, project, role, pk: int) -> HttpResponse:
+    snapshot = _snapshot(project, pk)
+    return render(
+        request,
+        "exports/snapshot_detail.html",
+        {
+            "project": project,
+            "snapshot": snapshot,
+            "card_html": selectors.snapshot_card_html(snapshot),
+            "running": snapshot.status
+            in (SnapshotStatus.PENDING, SnapshotStatus.RUNNING),
+        },
+    )
+
+
+@project_page(Role.RESEARCHER)
+def snapshot_download(request: HttpRequest, project, role, pk: int) -> HttpResponse:
+    snapshot = _snapshot(project, pk)
+    if snapshot.status != SnapshotStatus.SUCCEEDED:
+        raise PageError(409, NOT_READY.format(pk=pk, status=snapshot.status))
+    try:
+        archive = selectors.snapshot_zip(snapshot)
+    except FileNotFoundError as exc:
+        raise PageError(410, str(exc)) from exc
+    return FileResponse(
+        archive,
+        as_attachment=True,
+        filename=selectors.snapshot_zip_name(snapshot),
+        content_type="application/zip",
+    )

@@ -1,0 +1,127 @@
+"""Snapshot API over real HTTP routing: permissions, preview, queue, read, download."""
+
+import io
+import zipfile
+
+import pytest
+from django_tasks_db.models import DBTaskResult
+
+from exports.formats import ExportConfig
+from exports.models import DatasetSnapshot, SnapshotStatus
+from exports.services import snapshot_export
+from exports.tasks import build_snapshot
+
+
+def url(slug, tail=""):
+    return f"/api/v1/projects/{slug}/snapshots/{tail}"
+
+
+@pytest.fixture
+def member(labelled_project, make_user):
+    def _member(name, role):
+        return make_user(name, project=labelled_project, role=role)
+
+    return _member
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [(None, 404), ("annotator", 403), ("researcher", 200), ("admin", 200)],
+)
+def test_only_researchers_and_admins_list_snapshots(
+    labelled_project, member, make_user, api_client_for, role, status
+):
+    user = member("u", role) if role else make_user("stranger")
+    response = api_client_for(user).get(url("prefs"))
+    assert response.status_code == status, response.content
+    if status == 403:
+        assert "researcher" in response.json()["detail"]
+
+
+def test_anonymous_gets_401(labelled_project, api_client_for):
+    assert api_client_for().get(url("prefs")).status_code == 401
+
+
+def test_preview_returns_counts_and_reasons(labelled_project, member, api_client_for):
+    client = api_client_for(member("r", "researcher"))
+    response = client.post(
+        url("prefs", "preview/"),
+        {"policy": "unanimous", "heldout_fraction": 0},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["counts"] == {"train": 4}
+    assert body["dropped"] == {"both_bad": 1, "not_unanimous": 7}
+
+
+def test_bad_settings_are_a_400_naming_the_field(
+    labelled_project, member, api_client_for
+):
+    client = api_client_for(member("r", "researcher"))
+    response = client.post(url("prefs"), {"heldout_fraction": 1.5}, format="json")
+    assert response.status_code == 400
+    assert "heldout_fraction" in response.json()
+    response = client.post(url("prefs"), {"policy": "median"}, format="json")
+    assert response.status_code == 400
+    assert "policy" in response.json()
+
+
+def test_create_queues_then_worker_builds_and_zip_downloads(
+    labelled_project,
+    member,
+    api_client_for,
+    settings,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    settings.DATA_DIR = tmp_path
+    client = api_client_for(member("r", "researcher"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            url("prefs"), {"name": "first", "format": "unpaired"}, format="json"
+        )
+    assert response.status_code == 202, response.content
+    pk = response.json()["id"]
+    assert response.json()["status"] == "pending"
+    assert DBTaskResult.objects.count() == 1
+    early = client.get(url("prefs", f"{pk}/download/"))
+    assert early.status_code == 409
+    assert "pending" in early.json()["detail"]
+    build_snapshot.call(pk)
+    detail = client.get(url("prefs", f"{pk}/")).json()
+    assert detail["status"] == "succeeded"
+    assert detail["format"] == "unpaired"
+    assert sum(detail["counts"].values()) == 22
+    assert detail["hygiene"]["contradictions"]["count"] == 0
+    assert len(detail["judgment_ids"]) == 33
+    download = client.get(url("prefs", f"{pk}/download/"))
+    assert download.status_code == 200
+    assert download["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+    names = archive.namelist()
+    assert f"prefs-snapshot-{pk}/README.md" in names
+    assert f"prefs-snapshot-{pk}/parquet/train.parquet" in names
+    assert f"prefs-snapshot-{pk}/dataset_dict.json" in names
+
+
+def test_unknown_snapshot_is_404_with_message(labelled_project, member, api_client_for):
+    client = api_client_for(member("r", "researcher"))
+    response = client.get(url("prefs", "999/"))
+    assert response.status_code == 404
+    assert "999" in response.json()["detail"]
+
+
+def test_other_projects_snapshots_are_not_visible(
+    labelled_project, member, api_client_for, tmp_path
+):
+    from tests.exports.factories import make_project
+
+    other = make_project("other")
+    snapshot = snapshot_export(
+        project=other, user=None, config=ExportConfig(), out_dir=tmp_path / "o"
+    )
+    client = api_client_for(member("r", "researcher"))
+    assert client.get(url("prefs", f"{snapshot.pk}/")).status_code == 404
+    assert client.get(url("prefs")).json()["count"] == 0
+    assert DatasetSnapshot.objects.get().status == SnapshotStatus.SUCCEEDED

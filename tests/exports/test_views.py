@@ -1,0 +1,90 @@
+"""Researcher pages: configure, preview, create, read and download snapshots."""
+
+import io
+import zipfile
+
+import pytest
+
+from annotation.models import Role
+from exports.models import DatasetSnapshot
+from exports.tasks import build_snapshot
+from tests.conftest import PASSWORD
+
+
+@pytest.fixture
+def browser(client, labelled_project, make_user):
+    def _login(role):
+        user = make_user(f"user-{role}", project=labelled_project, role=role)
+        client.login(username=user.username, password=PASSWORD)
+        return client
+
+    return _login
+
+
+def test_annotators_cannot_open_the_export_page(browser):
+    response = browser(Role.ANNOTATOR).get("/projects/prefs/exports/")
+    assert response.status_code == 403
+
+
+def test_preview_shows_counts_without_creating_anything(browser):
+    response = browser(Role.RESEARCHER).get(
+        "/projects/prefs/exports/",
+        {
+            "format": "preference",
+            "policy": "unanimous",
+            "min_agreement": 0.5,
+            "min_votes": 1,
+            "sft_style": "messages",
+            "heldout_fraction": 0,
+            "seed": 0,
+            "max_chars": 20000,
+            "preview": 1,
+        },
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "4 of 12 comparisons kept" in html
+    assert "not_unanimous" in html
+    assert DatasetSnapshot.objects.count() == 0
+
+
+def test_invalid_settings_show_the_field_error(browser):
+    response = browser(Role.RESEARCHER).get(
+        "/projects/prefs/exports/", {"format": "csv", "preview": 1}
+    )
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+
+
+def test_create_then_snapshot_page_shows_hygiene_and_card_and_zip(
+    browser, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.DATA_DIR = tmp_path
+    client = browser(Role.RESEARCHER)
+    form = {
+        "name": "v1",
+        "format": "preference",
+        "policy": "majority",
+        "min_agreement": 0.5,
+        "min_votes": 1,
+        "sft_style": "messages",
+        "heldout_fraction": 0.2,
+        "seed": 0,
+        "max_chars": 20000,
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/projects/prefs/exports/", form)
+    snapshot = DatasetSnapshot.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/projects/prefs/exports/{snapshot.pk}/"
+    pending = client.get(response["Location"]).content.decode()
+    assert "pending" in pending and 'http-equiv="refresh"' in pending
+    build_snapshot.call(snapshot.pk)
+    page = client.get(response["Location"]).content.decode()
+    assert "Length bias" in page and "Contradictions" in page
+    assert "human preference data" in page  # the card, rendered
+    assert "<script" not in page.split('id="dataset-card"')[1]
+    download = client.get(f"/projects/prefs/exports/{snapshot.pk}/download.zip")
+    assert download.status_code == 200
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+    assert any(name.endswith("hygiene.json") for name in archive.namelist())

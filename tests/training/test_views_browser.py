@@ -1,0 +1,131 @@
+"""The run page in chromium: live plots are drawn, grow while the run logs, and the
+page reloads into the final state when the run finishes."""
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from django.conf import settings as django_settings
+from django.db import OperationalError
+from django.test import Client
+
+from tests.conftest import PASSWORD
+from tests.training.webdata import make_snapshot
+from training import queueing, services
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+HUB_MODEL = "prefline-tests/tiny-llama"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the test's own
+    # database calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+def while_page_polls(write, attempts: int = 20):
+    """Run a write beside the live server's polling reads.
+
+    In-memory SQLite shares one cache between the test and the server thread; a
+    read in progress there makes a write here fail at once with "table is locked"
+    (busy timeouts do not apply), so retry briefly. PostgreSQL never needs it.
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
+def logged_in_page(browser, live_server, user):
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    context = browser.new_context()
+    context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
+    return context.new_page()
+
+
+def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
+    browser, live_server, project, researcher, tmp_path
+):
+    snapshot = make_snapshot(project, researcher, tmp_path)
+    run = queueing.run_queue(
+        snapshot=snapshot,
+        recipe="rloo-lora",
+        base_model=HUB_MODEL,
+        overrides={"reward_model": "/models/reward"},
+        user=researcher,
+    )
+    services.run_start(
+        run=run, kind="rl", config=run.config, output_dir="/o", base_model="m", pid=1
+    )
+    rng = np.random.default_rng(0)
+    for step in range(1, 31):
+        services.metric_record(
+            run=run,
+            step=step,
+            values={
+                "loss": 0.5 + rng.normal(0, 0.01),
+                "kl": 0.01 * step,
+                "completions/mean_length": 30 + 4 * step + rng.normal(0, 2),
+                "learning_rate": 1e-5,
+                "clip_ratio/region_mean": 0.0,
+            },
+        )
+    page = logged_in_page(browser, live_server, researcher)
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+    loss = page.locator('svg path[data-metric="loss"]')
+    loss.wait_for(timeout=15000)
+    titles = page.locator("figure.plot h3").all_inner_texts()
+    assert {
+        "Loss",
+        "KL to the reference",
+        "Completion lengths",
+        "Learning rate",
+    } <= set(titles)
+    # the warning's step range is shaded on the lengths plot
+    lengths = page.locator('figure[data-panel="Completion lengths"] rect')
+    assert lengths.count() == 1
+    assert page.locator("#warnings-list article").count() == 1
+    points_before = loss.get_attribute("d").count("L")
+
+    while_page_polls(
+        lambda: services.metric_record(run=run, step=31, values={"loss": 0.4})
+    )
+    page.wait_for_function(
+        "n => document.querySelector('svg path[data-metric=\"loss\"]')"
+        ".getAttribute('d').split('L').length - 1 > n",
+        arg=points_before,
+        timeout=20000,
+    )
+
+    while_page_polls(lambda: services.run_finish(run=run, summary={"global_step": 31}))
+    page.locator(".run-header .run-status-succeeded").wait_for(timeout=20000)
+    assert page.locator("#cancel-run").count() == 0
+    # Stop the page polling before the test ends, so no request is in flight
+    # while the test database is torn down.
+    page.context.close()

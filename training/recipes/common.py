@@ -1,0 +1,479 @@
+"""Stage functions every recipe shares: start the run, load the model, train, register.
+
+A recipe's `main(config)` reads as the sequence: `start_run` -> `load_model` ->
+`load_data` -> `build_trainer` -> `train` -> `register`, inside `run_guard`, which
+records a failure (with its traceback) or a cancel (SIGTERM, web) on the run row.
+Only the main process writes rows; under `accelerate launch` it creates the run and
+broadcasts its id to the other processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import CommandError
+
+from training import selectors, services
+from training.callbacks import RegistryCallback, StopSignal, is_adapter_dir
+from training.config import ConfigError, TrainConfig
+from training.models import RunStatus, TrainingRun
+from training.progress import ProgressCallback, summary_lines
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+RUN_MISSING = "Training run {run_id} does not exist."
+RESUME_NO_RUN = (
+    "--resume: no {kind} run has output directory {path}; pass --run-id N to name "
+    "the run to resume."
+)
+RESUME_NO_CHECKPOINT = (
+    "--resume: run {run_id} has no complete checkpoint in {path} (a checkpoint-N "
+    "directory with trainer_state.json); start it again without --resume."
+)
+RESUME_STILL_RUNNING = (
+    "Run {run_id} is still running as process {pid} on this host: cancel it first."
+)
+PARENT_NO_MODEL = "Parent run {run_id} has no checkpoint to start from."
+SIGTERM_REASON = "Stopped by SIGTERM."
+
+
+class RunCancelled(Exception):
+    """Raised when a stop request arrives before training has started."""
+
+
+@dataclass
+class RunContext:
+    """What the stage functions of one run share."""
+
+    run: TrainingRun
+    config: TrainConfig
+    output_dir: Path
+    is_main_process: bool
+    resume_from: str | None = None
+    stop: StopSignal = field(default_factory=StopSignal)
+    write: Callable[[str], None] = print
+    started: float = field(default_factory=time.monotonic)
+    training: bool = False
+    registry: RegistryCallback | None = None
+
+
+def _main_process() -> tuple[bool, int]:
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.is_main_process, state.num_processes
+
+
+def _broadcast(value: Any, num_processes: int) -> Any:
+    if num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def _wait_for_everyone(num_processes: int) -> None:
+    if num_processes > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def last_checkpoint(output_dir: Path) -> tuple[str, int] | None:
+    """Return (path, step) of the newest complete checkpoint-N directory."""
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for child in output_dir.iterdir():
+        match = CHECKPOINT_DIR.match(child.name)
+        if match and (child / "trainer_state.json").exists():
+            found.append((int(match.group(1)), str(child)))
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _resolve_bf16(config: TrainConfig) -> bool:
+    if config.bf16 is not None:
+        return config.bf16
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _find_run(run_id: int, kind: str) -> TrainingRun:
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise CommandError(RUN_MISSING.format(run_id=run_id))
+    if run.kind != kind:
+        raise CommandError(
+            services.RUN_KIND_MISMATCH.format(
+                run_id=run_id, kind=run.kind, expected=kind
+            )
+        )
+    return run
+
+
+def start_run(
+    config: TrainConfig,
+    *,
+    kind: str,
+    run_id: int | None = None,
+    resume: bool = False,
+    write: Callable[[str], None] = print,
+) -> RunContext:
+    """Create or claim the run row, resolve its output directory and checkpoint."""
+    from training.data import dataset_resolve
+
+    is_main, num_processes = _main_process()
+    if run_id is None and resume:
+        path = (
+            Path(config.output_dir).expanduser().resolve()
+            if config.output_dir
+            else None
+        )
+        found = (
+            TrainingRun.objects.filter(kind=kind, output_dir=str(path))
+            .order_by("-id")
+            .first()
+            if path
+            else None
+        )
+        if found is None:
+            raise CommandError(RESUME_NO_RUN.format(kind=kind, path=path))
+        run_id = found.pk
+    if run_id is None:
+        config.require(
+            "model" if config.parent_run is None else "parent_run", "dataset"
+        )
+        dataset_path, snapshot = dataset_resolve(config.dataset)
+        parent = _find_parent(config)
+        created = None
+        if is_main:
+            created = services.run_create(
+                kind=kind,
+                config=config.to_dict(),
+                base_model=config.model or f"run {config.parent_run}",
+                dataset_snapshot=snapshot,
+                dataset_path="" if snapshot else str(dataset_path),
+                parent=parent,
+                name=config.name,
+            ).pk
+        run_id = _broadcast(created, num_processes)
+    run = _find_run(run_id, kind)
+    try:
+        return _claim_run(config, run, kind, resume, write, is_main, num_processes)
+    except (CommandError, ConfigError) as exc:
+        if is_main and run.status == RunStatus.QUEUED:
+            services.run_fail(run=run, error=str(exc))
+        raise CommandError(str(exc)) from exc
+
+
+def _claim_run(config, run, kind, resume, write, is_main, num_processes) -> RunContext:
+    config.require("dataset")
+    if not config.model and config.parent_run is None:
+        config.require("model")
+    output_dir = (
+        Path(
+            config.output_dir
+            or run.output_dir
+            or settings.DATA_DIR / "runs" / str(run.pk)
+        )
+        .expanduser()
+        .resolve()
+    )
+    resume_from, resume_step = None, None
+    if resume:
+        found = last_checkpoint(output_dir)
+        if found is None:
+            raise CommandError(
+                RESUME_NO_CHECKPOINT.format(run_id=run.pk, path=output_dir)
+            )
+        resume_from, resume_step = found
+        if (
+            run.status == RunStatus.RUNNING
+            and _pid_alive(run.pid)
+            and (run.host == os.uname().nodename)
+        ):
+            raise CommandError(RESUME_STILL_RUNNING.format(run_id=run.pk, pid=run.pid))
+
+    config = dataclasses.replace(
+        config, output_dir=str(output_dir), bf16=_resolve_bf16(config)
+    )
+    ctx = RunContext(
+        run=run,
+        config=config,
+        output_dir=output_dir,
+        is_main_process=is_main,
+        resume_from=resume_from,
+        write=write,
+    )
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ctx.run = services.run_start(
+                run=run,
+                kind=kind,
+                config=config.to_dict(),
+                output_dir=str(output_dir),
+                base_model=config.model or run.base_model,
+                pid=os.getpid(),
+                resume_step=resume_step,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        write(
+            f"[run {run.pk}] {kind} on "
+            f"{'snapshot ' if config.dataset.isdigit() else ''}{config.dataset} from "
+            f"{config.model or f'run {config.parent_run}'} -> {output_dir}"
+            + (f" (resuming {resume_from})" if resume_from else "")
+        )
+    _wait_for_everyone(num_processes)
+    return ctx
+
+
+def _find_parent(config: TrainConfig) -> TrainingRun | None:
+    if config.parent_run is None:
+        return None
+    parent = TrainingRun.objects.filter(pk=config.parent_run).first()
+    if parent is None:
+        raise CommandError(RUN_MISSING.format(run_id=config.parent_run))
+    return parent
+
+
+def merge_adapter(adapter_dir: str, out_dir: Path, *, sequence_classification=False):
+    """Merge a LoRA adapter into its base model and save the result with its
+    tokenizer; return the directory."""
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    auto = (
+        AutoPeftModelForSequenceClassification
+        if sequence_classification
+        else AutoPeftModelForCausalLM
+    )
+    extra = {"num_labels": 1} if sequence_classification else {}
+    model = auto.from_pretrained(adapter_dir, **extra)
+    merged = model.merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def resolve_model_path(ctx: RunContext) -> str:
+    """The model to train: --model, else the parent run's final model (merged into
+    the output directory first when it is a LoRA adapter)."""
+    if ctx.config.model:
+        return ctx.config.model
+    parent = TrainingRun.objects.get(pk=ctx.config.parent_run)
+    checkpoint = selectors.run_final_checkpoint(run=parent)
+    if checkpoint is None:
+        raise CommandError(PARENT_NO_MODEL.format(run_id=parent.pk))
+    path = checkpoint.path
+    if checkpoint.is_adapter:
+        path = str(ctx.output_dir / "parent-merged")
+        _, num_processes = _main_process()
+        if ctx.is_main_process and not Path(path, "config.json").exists():
+            merge_adapter(checkpoint.path, Path(path))
+        _wait_for_everyone(num_processes)
+    if ctx.is_main_process:
+        ctx.run = services.run_base_model_set(run=ctx.run, base_model=path)
+    return path
+
+
+def peft_config(config: TrainConfig, *, task_type: str = "CAUSAL_LM"):
+    """LoRA on the configured modules, or None for full fine-tuning."""
+    if not config.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        task_type=task_type,
+        # A reward model's score head is new: train it fully.
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+    )
+
+
+def model_dtype(config: TrainConfig):
+    import torch
+
+    return torch.bfloat16 if config.bf16 else torch.float32
+
+
+def trainer_arguments(config: TrainConfig, args_class, *, has_eval: bool, **extra):
+    """TRL's config for the stage, from ours (same names where TRL has them)."""
+    eval_strategy = config.eval_strategy if has_eval else "no"
+    return args_class(
+        output_dir=config.output_dir,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy=eval_strategy,
+        eval_steps=(config.eval_steps or config.save_steps)
+        if eval_strategy == "steps"
+        else None,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=bool(config.bf16),
+        seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        **extra,
+    )
+
+
+def attach_callbacks(trainer, ctx: RunContext, *, base_model: str) -> RegistryCallback:
+    """Replace the printer with our progress lines and add the registry callback."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    registry = RegistryCallback(
+        run_id=ctx.run.pk,
+        base_model=base_model,
+        is_main_process=ctx.is_main_process,
+        stop=ctx.stop,
+    )
+    trainer.add_callback(registry)
+    trainer.add_callback(ProgressCallback(run_id=ctx.run.pk, write=ctx.write))
+    ctx.registry = registry
+    return registry
+
+
+@contextlib.contextmanager
+def run_guard(ctx: RunContext) -> Iterator[RunContext]:
+    """Record how the run ends: failed with its traceback, or cancelled.
+
+    SIGTERM during training asks the trainer to stop after the current step (and
+    save a checkpoint); before training it cancels at once.
+    """
+
+    def on_sigterm(signum, frame):
+        ctx.stop.request(SIGTERM_REASON)
+        if not ctx.training:
+            raise RunCancelled(SIGTERM_REASON)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield ctx
+    except (RunCancelled, KeyboardInterrupt) as exc:
+        if ctx.is_main_process:
+            _flush_metrics(ctx)
+            services.run_cancel(run=ctx.run, reason=str(exc) or "Interrupted.")
+            _print_summary(ctx, RunStatus.CANCELLED, error=str(exc) or "Interrupted.")
+        raise CommandError(f"Run {ctx.run.pk} cancelled: {exc}") from exc
+    except Exception as exc:
+        if ctx.is_main_process:
+            _flush_metrics(ctx)
+            error = "".join(traceback.format_exception(exc))
+            services.run_fail(run=ctx.run, error=error)
+            _print_summary(ctx, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _flush_metrics(ctx: RunContext) -> None:
+    """Keep what was logged before a failure; never mask the failure itself."""
+    if ctx.registry is not None:
+        with contextlib.suppress(Exception):
+            ctx.registry.flush()
+
+
+def train(trainer, ctx: RunContext) -> None:
+    """Run the trainer (from the checkpoint when resuming)."""
+    ctx.training = True
+    try:
+        trainer.train(resume_from_checkpoint=ctx.resume_from)
+    finally:
+        ctx.training = False
+
+
+def register(trainer, ctx: RunContext, registry: RegistryCallback, *, base_model: str):
+    """Save the final model, register it, and close the run (succeeded or cancelled)."""
+    step = trainer.state.global_step
+    summary: dict[str, Any] = {"global_step": step, **registry.train_summary}
+    if ctx.stop.reason is None:
+        trainer.save_model(str(ctx.output_dir))
+    if ctx.is_main_process:
+        registry.flush()
+        if ctx.stop.reason is None:
+            services.checkpoint_register(
+                run=ctx.run,
+                path=str(ctx.output_dir),
+                step=step,
+                is_adapter=is_adapter_dir(ctx.output_dir),
+                base_model=base_model,
+                eval_metrics=registry.last_eval,
+            )
+        paths = [c.path for c in selectors.checkpoint_list(run=ctx.run)]
+        summary["checkpoints"] = paths
+        if ctx.stop.reason is None:
+            ctx.run = services.run_finish(run=ctx.run, summary=summary)
+            _print_summary(ctx, RunStatus.SUCCEEDED)
+        else:
+            ctx.run = services.run_cancel(
+                run=ctx.run, reason=ctx.stop.reason, summary=summary
+            )
+            _print_summary(ctx, RunStatus.CANCELLED, error=ctx.stop.reason)
+    return ctx.run
+
+
+def _print_summary(ctx: RunContext, status: str, *, error: str = "") -> None:
+    run = TrainingRun.objects.get(pk=ctx.run.pk)
+    steps = run.metrics.order_by("-step").values_list("step", flat=True).first() or 0
+    steps = run.summary.get("global_step", steps)
+    for line in summary_lines(
+        run_id=run.pk,
+        status=status,
+        steps=steps,
+        seconds=time.monotonic() - ctx.started,
+        checkpoints=[c.path for c in selectors.checkpoint_list(run=run)],
+        output_dir=str(ctx.output_dir),
+        error=error,
+    ):
+        ctx.write(line)
+    sys.stdout.flush()

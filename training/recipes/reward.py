@@ -1,0 +1,71 @@
+"""Reward model (Bradley-Terry on chosen/rejected pairs): load model -> load data ->
+build trainer -> train -> register.
+
+The model is the base LM with a one-output score head
+(AutoModelForSequenceClassification, num_labels=1); with LoRA the head is trained
+fully (modules_to_save) and the adapter is saved with it.
+"""
+
+from __future__ import annotations
+
+from training.config import RewardRunConfig
+from training.data import StageData, load_stage_data
+from training.models import RunKind
+from training.recipes import common
+
+
+def load_model(ctx: common.RunContext):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = common.resolve_model_path(ctx)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, dtype=common.model_dtype(ctx.config)
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return path, model, tokenizer
+
+
+def load_data(ctx: common.RunContext) -> StageData:
+    config = ctx.config
+    return load_stage_data(
+        config.dataset,
+        "reward",
+        train_split=config.dataset_train_split,
+        test_split=config.dataset_test_split,
+    )
+
+
+def build_trainer(ctx: common.RunContext, path, model, tokenizer, data):
+    from trl import RewardConfig, RewardTrainer
+
+    config: RewardRunConfig = ctx.config
+    args = common.trainer_arguments(
+        config,
+        RewardConfig,
+        has_eval=data.eval is not None,
+        max_length=config.max_length,
+        center_rewards_coefficient=config.center_rewards_coefficient,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=common.peft_config(config, task_type="SEQ_CLS"),
+    )
+    registry = common.attach_callbacks(trainer, ctx, base_model=path)
+    return trainer, registry
+
+
+def main(config: RewardRunConfig, *, run_id=None, resume=False, write=print):
+    ctx = common.start_run(
+        config, kind=RunKind.REWARD, run_id=run_id, resume=resume, write=write
+    )
+    with common.run_guard(ctx):
+        path, model, tokenizer = load_model(ctx)
+        data = load_data(ctx)
+        trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
+        common.train(trainer, ctx)
+        return common.register(trainer, ctx, registry, base_model=path)

@@ -1,0 +1,132 @@
+"""Online RL against a Prefline reward model: load model -> load reward model ->
+load data -> build trainer -> train -> register.
+
+This is the PPO stage of the classic RLHF recipe. TRL 1.x ships no PPOTrainer; it
+maintains RLOO and GRPO in its place, and both are offered here (`--algorithm`). The
+policy samples `num_generations` completions per prompt, the reward model scores
+them, and `beta` weighs the KL penalty to the reference policy (with LoRA: the
+adapter-disabled base).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import CommandError
+
+from training import selectors
+from training.callbacks import is_adapter_dir
+from training.config import RLRunConfig
+from training.data import StageData, load_stage_data
+from training.models import RunKind, TrainingRun
+from training.recipes import common
+
+REWARD_RUN_MISSING = "--reward-model {spec}: no such reward run or directory."
+REWARD_RUN_WRONG_KIND = "--reward-model {spec}: run {spec} is a {kind} run, not reward."
+REWARD_RUN_NO_MODEL = "--reward-model {spec}: reward run {spec} has no checkpoint yet."
+
+
+def reward_model_path(spec: str) -> tuple[str, bool]:
+    """Return (path, is_adapter) for a reward run id or a model directory."""
+    if spec.isdigit():
+        run = TrainingRun.objects.filter(pk=int(spec)).first()
+        if run is None:
+            raise CommandError(REWARD_RUN_MISSING.format(spec=spec))
+        if run.kind != RunKind.REWARD:
+            raise CommandError(REWARD_RUN_WRONG_KIND.format(spec=spec, kind=run.kind))
+        checkpoint = selectors.run_final_checkpoint(run=run)
+        if checkpoint is None:
+            raise CommandError(REWARD_RUN_NO_MODEL.format(spec=spec))
+        return checkpoint.path, checkpoint.is_adapter
+    if not Path(spec).exists():
+        raise CommandError(REWARD_RUN_MISSING.format(spec=spec))
+    return spec, is_adapter_dir(spec)
+
+
+def load_model(ctx: common.RunContext):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = common.resolve_model_path(ctx)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=common.model_dtype(ctx.config)
+    )
+    return path, model, tokenizer
+
+
+def load_reward_model(ctx: common.RunContext):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path, is_adapter = reward_model_path(ctx.config.reward_model)
+    dtype = common.model_dtype(ctx.config)
+    if is_adapter:
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=dtype
+        ).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=dtype
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def load_data(ctx: common.RunContext) -> StageData:
+    config = ctx.config
+    return load_stage_data(
+        config.dataset,
+        "rl",
+        train_split=config.dataset_train_split,
+        test_split=config.dataset_test_split,
+    )
+
+
+def build_trainer(ctx, path, model, tokenizer, reward_model, reward_tokenizer, data):
+    config: RLRunConfig = ctx.config
+    if config.algorithm == "grpo":
+        from trl import GRPOConfig as ArgsClass
+        from trl import GRPOTrainer as TrainerClass
+    else:
+        from trl import RLOOConfig as ArgsClass
+        from trl import RLOOTrainer as TrainerClass
+    args = common.trainer_arguments(
+        config,
+        ArgsClass,
+        has_eval=data.eval is not None,
+        beta=config.beta,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+    )
+    trainer = TrainerClass(
+        model=model,
+        reward_funcs=reward_model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        reward_processing_classes=reward_tokenizer,
+        peft_config=common.peft_config(config),
+    )
+    registry = common.attach_callbacks(trainer, ctx, base_model=path)
+    return trainer, registry
+
+
+def main(config: RLRunConfig, *, run_id=None, resume=False, write=print):
+    ctx = common.start_run(
+        config, kind=RunKind.RL, run_id=run_id, resume=resume, write=write
+    )
+    with common.run_guard(ctx):
+        ctx.config.require("reward_model")
+        path, model, tokenizer = load_model(ctx)
+        reward_model, reward_tokenizer = load_reward_model(ctx)
+        data = load_data(ctx)
+        trainer, registry = build_trainer(
+            ctx, path, model, tokenizer, reward_model, reward_tokenizer, data
+        )
+        common.train(trainer, ctx)
+        return common.register(trainer, ctx, registry, base_model=path)

@@ -1,0 +1,67 @@
+"""SFT on chosen responses or an SFT export: load model -> load data -> build
+trainer -> train -> register."""
+
+from __future__ import annotations
+
+from training.config import SFTRunConfig
+from training.data import StageData, load_stage_data
+from training.models import RunKind
+from training.recipes import common
+
+
+def load_model(ctx: common.RunContext):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = common.resolve_model_path(ctx)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=common.model_dtype(ctx.config)
+    )
+    return path, model, tokenizer
+
+
+def load_data(ctx: common.RunContext) -> StageData:
+    config = ctx.config
+    return load_stage_data(
+        config.dataset,
+        "sft",
+        train_split=config.dataset_train_split,
+        test_split=config.dataset_test_split,
+    )
+
+
+def build_trainer(ctx: common.RunContext, path, model, tokenizer, data):
+    from trl import SFTConfig, SFTTrainer
+
+    config: SFTRunConfig = ctx.config
+    args = common.trainer_arguments(
+        config,
+        SFTConfig,
+        has_eval=data.eval is not None,
+        max_length=config.max_length,
+        packing=config.packing,
+        assistant_only_loss=config.assistant_only_loss,
+        completion_only_loss=config.completion_only_loss,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=common.peft_config(config),
+    )
+    registry = common.attach_callbacks(trainer, ctx, base_model=path)
+    return trainer, registry
+
+
+def main(config: SFTRunConfig, *, run_id=None, resume=False, write=print):
+    ctx = common.start_run(
+        config, kind=RunKind.SFT, run_id=run_id, resume=resume, write=write
+    )
+    with common.run_guard(ctx):
+        path, model, tokenizer = load_model(ctx)
+        data = load_data(ctx)
+        trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
+        common.train(trainer, ctx)
+        return common.register(trainer, ctx, registry, base_model=path)

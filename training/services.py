@@ -1,0 +1,259 @@
+"""Writes to the run registry. Commands, callbacks, views and the worker call these.
+
+Status moves queued -> running -> succeeded | failed | cancelled; a failed or
+cancelled run (or one whose process died while running) may be started again to
+resume it. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from training.models import ModelCheckpoint, RunStatus, TrainingMetric, TrainingRun
+
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+RUN_NOT_STARTABLE = "Run {run_id} is {status}: only a queued run can be started."
+RUN_NOT_RESUMABLE = (
+    "Run {run_id} succeeded: there is nothing to resume. Start a new run with "
+    "--parent-run {run_id} to train further."
+)
+RUN_NOT_RUNNING = "Run {run_id} is {status}, not running: it cannot be {action}."
+RUN_KIND_MISMATCH = "Run {run_id} is a {kind} run; this command trains {expected}."
+
+
+def _clean_number(value: Any) -> float | int | None:
+    """Return the number, or None for NaN/inf (JSON and jsonb cannot hold them)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@transaction.atomic
+def run_create(
+    *,
+    kind: str,
+    config: dict[str, Any],
+    base_model: str,
+    dataset_snapshot=None,
+    dataset_path: str = "",
+    parent: TrainingRun | None = None,
+    name: str = "",
+    output_dir: str = "",
+    created_by=None,
+) -> TrainingRun:
+    """Create a queued run."""
+    run = TrainingRun(
+        kind=kind,
+        config=config,
+        base_model=base_model,
+        dataset_snapshot=dataset_snapshot,
+        dataset_path=dataset_path,
+        parent=parent,
+        name=name,
+        output_dir=output_dir,
+        created_by=created_by,
+    )
+    run.full_clean(exclude=["config", "summary"])
+    run.save()
+    return run
+
+
+@transaction.atomic
+def run_start(
+    *,
+    run: TrainingRun,
+    kind: str,
+    config: dict[str, Any],
+    output_dir: str,
+    base_model: str,
+    pid: int,
+    resume_step: int | None = None,
+    log_path: str | None = None,
+) -> TrainingRun:
+    """Mark a run running on this host and store its resolved config.
+
+    With `resume_step`, the run continues from that checkpoint: metrics and
+    checkpoint rows after it belong to the abandoned trajectory and are removed, so
+    the series continues without duplicate steps.
+    """
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.kind != kind:
+        raise ValueError(
+            RUN_KIND_MISMATCH.format(run_id=run.pk, kind=run.kind, expected=kind)
+        )
+    if resume_step is None and run.status != RunStatus.QUEUED:
+        raise ValueError(RUN_NOT_STARTABLE.format(run_id=run.pk, status=run.status))
+    if resume_step is not None and run.status == RunStatus.SUCCEEDED:
+        raise ValueError(RUN_NOT_RESUMABLE.format(run_id=run.pk))
+    if resume_step is not None:
+        run.metrics.filter(step__gt=resume_step).delete()
+        run.checkpoints.filter(step__gt=resume_step).delete()
+    run.status = RunStatus.RUNNING
+    run.config = config
+    run.output_dir = output_dir
+    run.base_model = base_model
+    run.host = socket.gethostname()
+    run.pid = pid
+    run.error = ""
+    run.cancel_requested = False
+    run.finished_at = None
+    if run.started_at is None or resume_step is None:
+        run.started_at = timezone.now()
+    if log_path is not None:
+        run.log_path = log_path
+    run.save()
+    return run
+
+
+@transaction.atomic
+def run_base_model_set(*, run: TrainingRun, base_model: str) -> TrainingRun:
+    """Record the model a run actually starts from (a parent's merged model)."""
+    TrainingRun.objects.filter(pk=run.pk).update(base_model=base_model)
+    run.base_model = base_model
+    return run
+
+
+def _finish(
+    run: TrainingRun, status: str, *, error: str = "", summary: dict | None = None
+) -> TrainingRun:
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status in FINISHED and run.status != status:
+        # A run is finished once; a late second verdict must not overwrite it.
+        return run
+    run.status = status
+    run.finished_at = timezone.now()
+    run.error = error
+    if summary is not None:
+        run.summary = {**run.summary, **summary}
+    run.save()
+    return run
+
+
+@transaction.atomic
+def run_finish(*, run: TrainingRun, summary: dict | None = None) -> TrainingRun:
+    """Mark a run succeeded."""
+    return _finish(run, RunStatus.SUCCEEDED, summary=summary)
+
+
+@transaction.atomic
+def run_fail(
+    *, run: TrainingRun, error: str, summary: dict | None = None
+) -> TrainingRun:
+    """Mark a run failed with its error (a traceback, or a reason a person reads)."""
+    return _finish(run, RunStatus.FAILED, error=error, summary=summary)
+
+
+@transaction.atomic
+def run_cancel(
+    *, run: TrainingRun, reason: str = "", summary: dict | None = None
+) -> TrainingRun:
+    """Mark a run cancelled (cancel requested, SIGTERM, or cancelled while queued)."""
+    return _finish(run, RunStatus.CANCELLED, error=reason, summary=summary)
+
+
+@transaction.atomic
+def run_cancel_request(*, run: TrainingRun) -> TrainingRun:
+    """Ask a run to stop: a queued run is cancelled now, a running one at its next
+    step (the training callback polls `cancel_requested`)."""
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status == RunStatus.QUEUED:
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested"])
+        return _finish(run, RunStatus.CANCELLED, error="Cancelled before it started.")
+    if run.status != RunStatus.RUNNING:
+        raise ValueError(
+            RUN_NOT_RUNNING.format(run_id=run.pk, status=run.status, action="cancelled")
+        )
+    run.cancel_requested = True
+    run.save(update_fields=["cancel_requested"])
+    return run
+
+
+def metric_record(
+    *,
+    run: TrainingRun | int,
+    step: int,
+    values: dict[str, Any],
+    epoch: float | None = None,
+    split: str = "train",
+) -> TrainingMetric:
+    """Record the numbers logged at one step (one row per step and split).
+
+    Non-numeric values are dropped; NaN and infinities are stored as null so that a
+    diverging run still shows which metric blew up. Logging the same step again
+    (after a resume) merges into the existing row instead of duplicating it.
+    """
+    run_id = run if isinstance(run, int) else run.pk
+    clean = {
+        key: _clean_number(value)
+        for key, value in values.items()
+        if isinstance(value, int | float)
+    }
+    with transaction.atomic():
+        metric, created = TrainingMetric.objects.select_for_update().get_or_create(
+            run_id=run_id,
+            step=step,
+            split=split,
+            defaults={"epoch": epoch, "values": clean},
+        )
+        if not created:
+            metric.values = {**metric.values, **clean}
+            metric.epoch = epoch if epoch is not None else metric.epoch
+            metric.save(update_fields=["values", "epoch"])
+    return metric
+
+
+@transaction.atomic
+def metric_record_many(*, run: TrainingRun | int, rows: list[dict]) -> int:
+    """Record several logging steps in one transaction (see `metric_record`); each
+    row is a dict with step, values, and optionally epoch and split."""
+    for row in rows:
+        metric_record(
+            run=run,
+            step=row["step"],
+            values=row["values"],
+            epoch=row.get("epoch"),
+            split=row.get("split", "train"),
+        )
+    return len(rows)
+
+
+@transaction.atomic
+def checkpoint_register(
+    *,
+    run: TrainingRun | int,
+    path: str,
+    step: int,
+    is_adapter: bool,
+    base_model: str,
+    is_merged: bool = False,
+    eval_metrics: dict[str, Any] | None = None,
+) -> ModelCheckpoint:
+    """Record a saved checkpoint (saving the same path again updates its row)."""
+    run_id = run if isinstance(run, int) else run.pk
+    clean = {
+        k: _clean_number(v)
+        for k, v in (eval_metrics or {}).items()
+        if isinstance(v, int | float)
+    }
+    checkpoint, _ = ModelCheckpoint.objects.update_or_create(
+        run_id=run_id,
+        path=path,
+        defaults={
+            "step": step,
+            "is_adapter": is_adapter,
+            "is_merged": is_merged,
+            "base_model": base_model,
+            "eval_metrics": clean,
+        },
+    )
+    return checkpoint
