@@ -79,3 +79,11 @@ def export_snapshot(project, out_dir, *, fmt: str = "preference"):
 
     config = ExportConfig(format=fmt, include_prior=True, heldout_fraction=0.25)
     return snapshot_export(project=project, user=None, config=config, out_dir=out_dir)
+
+
+@pytest.fixture
+def snapshot(project, researcher, tmp_path):
+    """A succeeded preference snapshot of the `project` fixture, files on disk."""
+    from tests.training.webdata import make_snapshot
+
+    return make_snapshot(project, researcher, tmp_path)

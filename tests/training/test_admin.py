@@ -4,11 +4,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from tests.training.webdata import make_snapshot
+from tests.training.webdata import HUB_MODEL, make_snapshot
 from training import queueing
 from training.models import RunStatus
-
-HUB_MODEL = "prefline-tests/tiny-llama"
 
 
 @pytest.fixture

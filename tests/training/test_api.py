@@ -8,17 +8,10 @@ from django_tasks_db.models import DBTaskResult
 
 from annotation.models import Role
 from annotation.services.projects import project_create
-from tests.training.webdata import make_snapshot
+from tests.training.webdata import HUB_MODEL, make_snapshot
 from training import queries, queueing, services
 from training.models import RunStatus, TrainingRun
 from training.recipes_catalog import RECIPES
-
-HUB_MODEL = "prefline-tests/tiny-llama"
-
-
-@pytest.fixture
-def snapshot(project, researcher, tmp_path):
-    return make_snapshot(project, researcher, tmp_path)
 
 
 @pytest.fixture

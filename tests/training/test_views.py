@@ -9,17 +9,10 @@ from django.test import Client
 from django.utils.html import escape
 
 from tests.conftest import PASSWORD
-from tests.training.webdata import make_snapshot
+from tests.training.webdata import HUB_MODEL
 from training import queries, queueing, services
 from training.forms import ONLY_FOR_KINDS
 from training.models import RunStatus, TrainingRun
-
-HUB_MODEL = "prefline-tests/tiny-llama"
-
-
-@pytest.fixture
-def snapshot(project, researcher, tmp_path):
-    return make_snapshot(project, researcher, tmp_path)
 
 
 @pytest.fixture

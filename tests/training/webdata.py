@@ -39,3 +39,7 @@ def make_snapshot(project, user, tmp_path: Path, *, fmt: str = "preference", cop
         config=config,
         out_dir=tmp_path / f"snapshot-{project.slug}-{fmt}",
     )
+
+
+# A hub id the web accepts without a local directory (the worker would resolve it).
+HUB_MODEL = "prefline-tests/tiny-llama"

@@ -10,25 +10,10 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.api.serializers import StrictInputSerializer
 from training.models import ModelCheckpoint, TrainingRun
 from training.queries import run_duration
 from training.recipes_catalog import RECIPES
-
-UNKNOWN_FIELDS = "Unknown field(s): {unknown}. Accepted: {accepted}."
-
-
-class StrictInputSerializer(serializers.Serializer):
-    """An input serializer that rejects fields it does not know (typos, read-only)."""
-
-    def validate(self, attrs):
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                UNKNOWN_FIELDS.format(
-                    unknown=", ".join(unknown), accepted=", ".join(self.fields)
-                )
-            )
-        return attrs
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):

@@ -29,6 +29,7 @@ from django.core.management.base import CommandError
 from training import selectors, services
 from training.callbacks import RegistryCallback, StopSignal, is_adapter_dir
 from training.config import ConfigError, TrainConfig
+from training.data import StageData, load_stage_data
 from training.models import RunStatus, TrainingRun
 from training.progress import ProgressCallback, summary_lines
 
@@ -308,6 +309,27 @@ def resolve_model_path(ctx: RunContext) -> str:
     if ctx.is_main_process:
         ctx.run = services.run_base_model_set(run=ctx.run, base_model=path)
     return path
+
+
+def load_causal_lm(ctx: RunContext):
+    """Return (path, model, tokenizer) of the policy: a local path or a hub id alike."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(ctx)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=model_dtype(ctx.config))
+    return path, model, tokenizer
+
+
+def load_data(ctx: RunContext, stage: str) -> StageData:
+    """The run's dataset (snapshot id or directory) in the columns `stage` trains on."""
+    config = ctx.config
+    return load_stage_data(
+        config.dataset,
+        stage,
+        train_split=config.dataset_train_split,
+        test_split=config.dataset_test_split,
+    )
 
 
 def peft_config(config: TrainConfig, *, task_type: str = "CAUSAL_LM"):

@@ -8,34 +8,21 @@ frozen copy of --model.
 from __future__ import annotations
 
 from training.config import DPORunConfig
-from training.data import StageData, load_stage_data
 from training.models import RunKind
 from training.recipes import common
 
 
 def load_model(ctx: common.RunContext):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The policy, and the reference model when --ref-model names one."""
+    from transformers import AutoModelForCausalLM
 
-    path = common.resolve_model_path(ctx)
-    dtype = common.model_dtype(ctx.config)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    path, model, tokenizer = common.load_causal_lm(ctx)
     ref_model = None
     if ctx.config.ref_model:
         ref_model = AutoModelForCausalLM.from_pretrained(
-            ctx.config.ref_model, dtype=dtype
+            ctx.config.ref_model, dtype=common.model_dtype(ctx.config)
         )
     return path, model, tokenizer, ref_model
-
-
-def load_data(ctx: common.RunContext) -> StageData:
-    config = ctx.config
-    return load_stage_data(
-        config.dataset,
-        "dpo",
-        train_split=config.dataset_train_split,
-        test_split=config.dataset_test_split,
-    )
 
 
 def build_trainer(ctx: common.RunContext, path, model, tokenizer, ref_model, data):
@@ -71,7 +58,7 @@ def main(config: DPORunConfig, *, run_id=None, resume=False, write=print):
     )
     with common.run_guard(ctx):
         path, model, tokenizer, ref_model = load_model(ctx)
-        data = load_data(ctx)
+        data = common.load_data(ctx, "dpo")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, ref_model, data)
         common.train(trainer, ctx)
         return common.register(trainer, ctx, registry, base_model=path)

@@ -9,7 +9,6 @@ fully (modules_to_save) and the adapter is saved with it.
 from __future__ import annotations
 
 from training.config import RewardRunConfig
-from training.data import StageData, load_stage_data
 from training.models import RunKind
 from training.recipes import common
 
@@ -24,16 +23,6 @@ def load_model(ctx: common.RunContext):
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     return path, model, tokenizer
-
-
-def load_data(ctx: common.RunContext) -> StageData:
-    config = ctx.config
-    return load_stage_data(
-        config.dataset,
-        "reward",
-        train_split=config.dataset_train_split,
-        test_split=config.dataset_test_split,
-    )
 
 
 def build_trainer(ctx: common.RunContext, path, model, tokenizer, data):
@@ -65,7 +54,7 @@ def main(config: RewardRunConfig, *, run_id=None, resume=False, write=print):
     )
     with common.run_guard(ctx):
         path, model, tokenizer = load_model(ctx)
-        data = load_data(ctx)
+        data = common.load_data(ctx, "reward")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
         common.train(trainer, ctx)
         return common.register(trainer, ctx, registry, base_model=path)

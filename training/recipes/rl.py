@@ -17,7 +17,6 @@ from django.core.management.base import CommandError
 from training import selectors
 from training.callbacks import is_adapter_dir
 from training.config import RLRunConfig
-from training.data import StageData, load_stage_data
 from training.models import RunKind, TrainingRun
 from training.recipes import common
 
@@ -43,17 +42,6 @@ def reward_model_path(spec: str) -> tuple[str, bool]:
     return spec, is_adapter_dir(spec)
 
 
-def load_model(ctx: common.RunContext):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = common.resolve_model_path(ctx)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=common.model_dtype(ctx.config)
-    )
-    return path, model, tokenizer
-
-
 def load_reward_model(ctx: common.RunContext):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -73,16 +61,6 @@ def load_reward_model(ctx: common.RunContext):
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
-
-
-def load_data(ctx: common.RunContext) -> StageData:
-    config = ctx.config
-    return load_stage_data(
-        config.dataset,
-        "rl",
-        train_split=config.dataset_train_split,
-        test_split=config.dataset_test_split,
-    )
 
 
 def build_trainer(ctx, path, model, tokenizer, reward_model, reward_tokenizer, data):
@@ -122,9 +100,9 @@ def main(config: RLRunConfig, *, run_id=None, resume=False, write=print):
     )
     with common.run_guard(ctx):
         ctx.config.require("reward_model")
-        path, model, tokenizer = load_model(ctx)
+        path, model, tokenizer = common.load_causal_lm(ctx)
         reward_model, reward_tokenizer = load_reward_model(ctx)
-        data = load_data(ctx)
+        data = common.load_data(ctx, "rl")
         trainer, registry = build_trainer(
             ctx, path, model, tokenizer, reward_model, reward_tokenizer, data
         )

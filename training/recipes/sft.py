@@ -4,30 +4,8 @@ trainer -> train -> register."""
 from __future__ import annotations
 
 from training.config import SFTRunConfig
-from training.data import StageData, load_stage_data
 from training.models import RunKind
 from training.recipes import common
-
-
-def load_model(ctx: common.RunContext):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = common.resolve_model_path(ctx)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=common.model_dtype(ctx.config)
-    )
-    return path, model, tokenizer
-
-
-def load_data(ctx: common.RunContext) -> StageData:
-    config = ctx.config
-    return load_stage_data(
-        config.dataset,
-        "sft",
-        train_split=config.dataset_train_split,
-        test_split=config.dataset_test_split,
-    )
 
 
 def build_trainer(ctx: common.RunContext, path, model, tokenizer, data):
@@ -60,8 +38,8 @@ def main(config: SFTRunConfig, *, run_id=None, resume=False, write=print):
         config, kind=RunKind.SFT, run_id=run_id, resume=resume, write=write
     )
     with common.run_guard(ctx):
-        path, model, tokenizer = load_model(ctx)
-        data = load_data(ctx)
+        path, model, tokenizer = common.load_causal_lm(ctx)
+        data = common.load_data(ctx, "sft")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
         common.train(trainer, ctx)
         return common.register(trainer, ctx, registry, base_model=path)
