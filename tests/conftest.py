@@ -1,6 +1,7 @@
 """Shared fixtures: users per role, a project with memberships, API clients."""
 
 import pytest
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -10,10 +11,16 @@ from annotation.services.projects import membership_set, project_create, user_cr
 PASSWORD = "correct-horse-battery-staple"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """PBKDF2 costs ~0.3 s per user created or logged in; tests need no such cost."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """PBKDF2 costs ~0.3 s per user created or logged in; tests need no such cost.
+
+    Session-wide, so users made by module-scoped fixtures (the demo) log in too.
+    """
+    with override_settings(
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]
+    ):
+        yield
 
 
 @pytest.fixture
