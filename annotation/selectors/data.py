@@ -10,8 +10,12 @@ from annotation.models import Comparison, Judgment, Project, Prompt, Response, R
 
 
 def prompt_list(*, project: Project) -> QuerySet[Prompt]:
-    return Prompt.objects.filter(project=project).annotate(
-        response_count=Count("responses", distinct=True)
+    # Explicit order: Meta.ordering does not apply to a GROUP BY query, and pages of
+    # an unordered list could repeat or skip prompts.
+    return (
+        Prompt.objects.filter(project=project)
+        .annotate(response_count=Count("responses", distinct=True))
+        .order_by("pk")
     )
 
 
