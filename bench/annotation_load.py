@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import random
-import secrets
 import socket
 import statistics
 import subprocess
@@ -40,9 +39,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
+from _postgres import REPO, create_database, database_url, setup_django
+
 RESULTS = REPO / "bench" / "results"
 SLUG = "load"
 TARGET = 3
@@ -65,32 +64,6 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def database_url(server_url: str, name: str) -> str:
-    parts = urlsplit(server_url)
-    if not parts.scheme.startswith("postgres"):
-        sys.exit(f"annotation_load needs PostgreSQL; got {server_url!r}")
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def create_database(server_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
-    sys.path.insert(0, str(REPO))
-    import django
-
-    django.setup()
 
 
 def load_data(comparisons: int, annotators: int) -> list[str]:
@@ -352,7 +325,7 @@ def check_invariants(all_created: list[int]) -> dict:
 def main() -> None:
     args = parse_args()
     phases = [int(n) for n in args.clients.split(",")]
-    url = database_url(args.server_url, args.db_name)
+    url = database_url(args.server_url, args.db_name, bench="annotation_load")
     create_database(args.server_url, args.db_name)
     setup_django(url)
     load_before = os.getloadavg()

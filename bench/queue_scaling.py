@@ -22,14 +22,11 @@ import json
 import os
 import platform
 import random
-import secrets
 import statistics
-import sys
 import time
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
+from _postgres import REPO, create_database, database_url, setup_django
+
 RESULTS = REPO / "bench" / "results"
 RESPONSES_PER_PROMPT = 46  # C(46, 2) = 1035 comparisons per prompt
 ANNOTATORS = 50
@@ -53,39 +50,6 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def database_url(server_url: str, name: str) -> str:
-    parts = urlsplit(server_url)
-    if not parts.scheme.startswith("postgres"):
-        sys.exit(f"queue_scaling needs PostgreSQL; got {server_url!r}")
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def create_database(server_url: str, name: str, *, reuse: bool) -> bool:
-    """(Re)create the bench database; return True when it must be loaded."""
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if exists and reuse:
-            return False
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return True
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ["DEBUG"] = "0"  # no query log growing over thousands of calls
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
-    sys.path.insert(0, str(REPO))
-    import django
-
-    django.setup()
 
 
 def load_project(slug: str, comparisons: int):
@@ -227,7 +191,7 @@ def summarise(values: list[float]) -> dict:
 
 def main() -> None:
     args = parse_args()
-    url = database_url(args.server_url, args.db_name)
+    url = database_url(args.server_url, args.db_name, bench="queue_scaling")
     must_load = create_database(args.server_url, args.db_name, reuse=args.reuse)
     setup_django(url)
     from django.core.management import call_command

@@ -74,14 +74,7 @@ def snapshot_create(
     """Record a pending snapshot and queue its build for the worker."""
     from exports.tasks import build_snapshot
 
-    snapshot = DatasetSnapshot.objects.create(
-        project=project,
-        name=name[:200],
-        format=config.format,
-        policy=config.policy_dict(),
-        filters=config.filters_dict(),
-        created_by=user,
-    )
+    snapshot = _snapshot_row(project=project, user=user, config=config, name=name)
     transaction.on_commit(lambda: build_snapshot.enqueue(snapshot.pk))
     return snapshot
 
@@ -93,15 +86,20 @@ def snapshot_export(
     out_dir = Path(out_dir).resolve()
     _check_destination(out_dir)
     with transaction.atomic():
-        snapshot = DatasetSnapshot.objects.create(
-            project=project,
-            name=name[:200],
-            format=config.format,
-            policy=config.policy_dict(),
-            filters=config.filters_dict(),
-            created_by=user,
-        )
+        snapshot = _snapshot_row(project=project, user=user, config=config, name=name)
     return snapshot_build(snapshot=snapshot, out_dir=out_dir)
+
+
+def _snapshot_row(*, project, user, config: ExportConfig, name: str):
+    """The pending snapshot's row: what was asked for, by whom (built later)."""
+    return DatasetSnapshot.objects.create(
+        project=project,
+        name=name[:200],
+        format=config.format,
+        policy=config.policy_dict(),
+        filters=config.filters_dict(),
+        created_by=user,
+    )
 
 
 def snapshot_build(
