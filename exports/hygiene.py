@@ -19,7 +19,6 @@ hash per row), never to the texts. The report it returns is plain JSON data:
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -27,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from annotation import stats
 from exports.aggregation import LABELS
 
 EXAMPLES = 5
-Z_95 = 1.959963984540054
 _SPACE = re.compile(r"\s+")
 
 
@@ -48,15 +47,12 @@ def digest(*parts: str) -> bytes:
     return h.digest()
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927)."""
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval as plain floats for JSON; (0, 1) when n is 0."""
     if n == 0:
         return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low, high = stats.wilson_interval(successes, n)
+    return (float(low), float(high))
 
 
 @dataclass
