@@ -362,11 +362,6 @@ def world(project, annotator, researcher, project_admin, outsider, make_user):
     return World(data, assignment, snapshot, run, batch, users)
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _request(row: Row, w: World, user) -> int:
     client = APIClient()
     if user is not None:

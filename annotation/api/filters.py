@@ -16,6 +16,38 @@ class IdFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class StrictBooleanField(forms.NullBooleanField):
+    """true/false (or 1/0, yes/no); anything else is an error, not "no filter".
+
+    django-filter's BooleanFilter reads an unknown value as "unset" and silently
+    returns everything, which hides a typo such as `?gold=ture`.
+    """
+
+    widget = forms.TextInput  # NullBooleanSelect maps unknown values to None first
+    TRUE = {"true", "1", "yes", "on"}
+    FALSE = {"false", "0", "no", "off"}
+
+    def to_python(self, value):
+        if value is None or value == "" or isinstance(value, bool):
+            return value if value != "" else None
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise forms.ValidationError(
+            f"Enter true or false, not {value!r}.", code="invalid"
+        )
+
+    def validate(self, value):
+        return None
+
+
+@extend_schema_field(OpenApiTypes.BOOL)
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 class PromptFilter(django_filters.FilterSet):
     split = django_filters.ChoiceFilter(choices=Split.choices)
     external_id = django_filters.CharFilter()
@@ -44,10 +76,10 @@ class ComparisonFilter(django_filters.FilterSet):
         field_name="prompt__split", choices=Split.choices
     )
     origin = django_filters.ChoiceFilter(choices=Comparison.Origin.choices)
-    gold = django_filters.BooleanFilter(
+    gold = StrictBooleanFilter(
         method="filter_gold", label="Only gold (true) or only non-gold (false)."
     )
-    complete = django_filters.BooleanFilter(
+    complete = StrictBooleanFilter(
         method="filter_complete",
         label="Only comparisons that reached (true) or not (false) the project's "
         "target number of human judgments.",
@@ -100,7 +132,7 @@ class JudgmentFilter(AnnotatorJudgmentFilter):
         field_name="annotator__username", label="Annotator's username."
     )
     origin = django_filters.ChoiceFilter(choices=Judgment.Origin.choices)
-    is_gold = django_filters.BooleanFilter()
+    is_gold = StrictBooleanFilter()
 
     class Meta:
         model = Judgment

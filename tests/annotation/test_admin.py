@@ -10,11 +10,6 @@ from annotation.models import Assignment, Comparison, ImportBatch, Role
 from tests.annotation.api_data import make_api_data
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def superuser_client(client, make_user):
     root = make_user("root")

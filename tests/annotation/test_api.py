@@ -16,11 +16,6 @@ from tests.conftest import PASSWORD
 API = "/api/v1"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def other_annotator(project, make_user):
     return make_user("ann2", project=project, role=Role.ANNOTATOR)
@@ -288,6 +283,23 @@ def test_comparison_filters(data, researcher, api_client_for, query, expected):
         api_client_for(researcher).get(f"{API}/projects/demo/comparisons/", query)
     )
     assert [r["id"] for r in rows] == [data.comparisons[i].pk for i in expected]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("comparisons", {"gold": "maybe"}),
+        ("comparisons", {"complete": "2"}),
+        ("judgments", {"is_gold": "xx"}),
+    ],
+)
+def test_bad_yes_no_filter_is_a_400_naming_it(
+    data, researcher, api_client_for, path, query
+):
+    response = api_client_for(researcher).get(f"{API}/projects/demo/{path}/", query)
+    assert response.status_code == 400
+    [name] = query
+    assert "true or false" in response.json()[name][0]
 
 
 def test_comparison_filter_by_prompt(data, researcher, api_client_for):

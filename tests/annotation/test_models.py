@@ -29,11 +29,6 @@ from tests.annotation.api_data import make_comparison, make_prompt, make_respons
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def rows(project, annotator):
     prompt = make_prompt(project, "p")

@@ -8,11 +8,6 @@ from annotation.models import Membership, Project, Role
 from annotation.services import projects as services
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_project_create_stores_every_field(db):
     project = services.project_create(
         slug="p", name="P", aspects=["helpfulness"], target_judgments=5, gold_rate=0.1
