@@ -1,9 +1,16 @@
-"""Django admin for the annotation app: browse, search and fix data by hand.
+"""Django admin for the annotation app: browse, search and fix settings by hand.
 
-Plain edits go through Django's own admin forms; custom actions call services.
-Hashes, counters kept by the queue, and ids are read-only.
+Every write goes through a service, as everywhere else: projects and memberships
+are saved with `project_create` / `project_update` / `membership_set`, a comparison's
+priority and gold answer with `comparison_update` (which keeps `Judgment.is_gold` in
+step). The records of the annotation loop (prompts, responses, imports, assignments,
+judgments) are read-only here: they enter through imports and the queue, and an edit
+by hand would break the counters the queue keeps or the hashes duplicates are found
+by. Projects and comparisons are not deleted from the admin: that would delete the
+judgments behind them.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
@@ -17,7 +24,49 @@ from annotation.models import (
     Prompt,
     Response,
 )
-from annotation.services.comparisons import comparison_update
+from annotation.services.comparisons import comparison_update, gold_choice_check
+from annotation.services.projects import (
+    PROJECT_UPDATABLE_FIELDS,
+    aspects_check,
+    membership_remove,
+    membership_set,
+    project_create,
+    project_settings_check,
+    project_update,
+)
+
+
+def field_errors(check, *args, **kwargs):
+    """Run a service check in a form's clean_<field>: its errors become the field's."""
+    try:
+        return check(*args, **kwargs)
+    except ValidationError as exc:
+        raise ValidationError(exc.messages) from None
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Browse and search only: these rows are written by imports and the queue."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class MembershipWritesMixin:
+    """Save and delete memberships through the services."""
+
+    def save_membership(self, membership: Membership) -> Membership:
+        return membership_set(
+            project=membership.project, user=membership.user, role=membership.role
+        )
+
+    def delete_membership(self, membership: Membership) -> None:
+        membership_remove(project=membership.project, user=membership.user)
 
 
 class MembershipInline(admin.TabularInline):
@@ -26,8 +75,23 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class ProjectAdminForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["slug", *PROJECT_UPDATABLE_FIELDS]
+
+    def clean_aspects(self):
+        return field_errors(aspects_check, self.cleaned_data.get("aspects"))
+
+    def clean(self):
+        cleaned = super().clean()
+        project_settings_check(Project(**cleaned))
+        return cleaned
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(MembershipWritesMixin, admin.ModelAdmin):
+    form = ProjectAdminForm
     list_display = [
         "slug",
         "name",
@@ -43,18 +107,66 @@ class ProjectAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     inlines = [MembershipInline]
 
+    def get_readonly_fields(self, request, obj=None):
+        # The slug names the project in URLs, exports and training runs.
+        return [*self.readonly_fields, *(["slug"] if obj else [])]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            created = project_create(
+                slug=obj.slug,
+                **{name: getattr(obj, name) for name in PROJECT_UPDATABLE_FIELDS},
+            )
+            obj.pk, obj.created_at, obj.updated_at = (
+                created.pk,
+                created.created_at,
+                created.updated_at,
+            )
+            return
+        changes = {
+            name: form.cleaned_data[name]
+            for name in form.changed_data
+            if name in PROJECT_UPDATABLE_FIELDS
+        }
+        if changes:
+            project_update(project=obj, **changes)
+
+    def save_formset(self, request, form, formset, change):
+        memberships = formset.save(commit=False)
+        for membership in formset.deleted_objects:
+            self.delete_membership(membership)
+        for membership in memberships:
+            membership.project = form.instance
+            self.save_membership(membership)
+
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(MembershipWritesMixin, admin.ModelAdmin):
     list_display = ["user", "project", "role", "created_at"]
     list_filter = ["role", "project"]
     search_fields = ["user__username", "project__slug"]
     autocomplete_fields = ["user", "project"]
     list_select_related = ["user", "project"]
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["user", "project"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        obj.pk = self.save_membership(obj).pk
+
+    def delete_model(self, request, obj):
+        self.delete_membership(obj)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("user", "project"):
+            self.delete_membership(membership)
+
 
 @admin.register(ImportBatch)
-class ImportBatchAdmin(admin.ModelAdmin):
+class ImportBatchAdmin(ReadOnlyAdmin):
     list_display = [
         "file_name",
         "project",
@@ -76,12 +188,21 @@ class ResponseInline(admin.StackedInline):
     model = Response
     extra = 0
     fields = ["model_name", "text", "generation_params", "external_id", "content_hash"]
-    readonly_fields = ["content_hash"]
+    readonly_fields = fields
     show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(ReadOnlyAdmin):
     list_display = ["id", "project", "external_id", "split", "created_at"]
     list_filter = ["split", "project"]
     search_fields = ["external_id", "content_hash"]
@@ -93,7 +214,7 @@ class PromptAdmin(admin.ModelAdmin):
 
 
 @admin.register(Response)
-class ResponseAdmin(admin.ModelAdmin):
+class ResponseAdmin(ReadOnlyAdmin):
     list_display = ["id", "prompt", "model_name", "external_id", "created_at"]
     list_filter = ["model_name", "prompt__project"]
     search_fields = ["model_name", "external_id", "content_hash", "text"]
@@ -124,8 +245,24 @@ def clear_gold(modeladmin, request, queryset):
     modeladmin.message_user(request, f"Unmarked {queryset.count()} comparison(s).")
 
 
+class ComparisonAdminForm(forms.ModelForm):
+    class Meta:
+        model = Comparison
+        fields = ["priority", "gold_choice"]
+
+    def clean_gold_choice(self):
+        gold_choice = self.cleaned_data.get("gold_choice") or None
+        field_errors(
+            gold_choice_check, project=self.instance.project, gold_choice=gold_choice
+        )
+        return gold_choice
+
+
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
+    """Priority and gold answer are editable (through `comparison_update`)."""
+
+    form = ComparisonAdminForm
     list_display = [
         "id",
         "project",
@@ -140,15 +277,38 @@ class ComparisonAdmin(admin.ModelAdmin):
     ]
     list_filter = ["origin", "project", ("gold_choice", admin.EmptyFieldListFilter)]
     search_fields = ["=id", "prompt__external_id", "response_a__model_name"]
-    raw_id_fields = ["prompt", "response_a", "response_b", "import_batch"]
-    autocomplete_fields = ["project"]
-    readonly_fields = ["judgment_count", "lease_count", "random_key", "created_at"]
+    readonly_fields = [
+        "project",
+        "prompt",
+        "response_a",
+        "response_b",
+        "origin",
+        "import_batch",
+        "judgment_count",
+        "lease_count",
+        "random_key",
+        "created_at",
+    ]
+    fields = ["priority", "gold_choice", *readonly_fields]
     list_select_related = ["project", "prompt", "response_a", "response_b"]
     actions = [raise_priority, clear_gold]
 
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        comparison_update(
+            comparison=obj,
+            priority=form.cleaned_data["priority"],
+            gold_choice=form.cleaned_data["gold_choice"],
+        )
+
 
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "comparison",
@@ -168,7 +328,7 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(ReadOnlyAdmin):
     list_display = [
         "public_id",
         "comparison",

@@ -1,5 +1,8 @@
 """Shared fixtures: users per role, a project with memberships, API clients."""
 
+import os
+import shutil
+
 import pytest
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
@@ -9,6 +12,20 @@ from annotation.models import Role
 from annotation.services.projects import membership_set, project_create, user_create
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+def pytest_collection_modifyitems(config, items):
+    """On CI a missing chromium is a broken install, not a reason to skip UI tests."""
+    wants_browser = any(item.get_closest_marker("browser") for item in items)
+    if (
+        os.environ.get("CI") == "true"
+        and wants_browser
+        and not shutil.which("chromium")
+    ):
+        raise pytest.UsageError(
+            "CI=true but Debian's chromium is not on PATH: .ci/run installs it "
+            "(apt-get install chromium); the browser tests must not be skipped on CI"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -387,3 +387,58 @@ def test_permission_matrix(row, world):
         if got != want
     }
     assert not mismatches, f"{row.method.upper()} {row.name}: {mismatches}"
+
+
+API_ROWS = [row for row in MATRIX if row.name.startswith("api-")]
+
+
+def _token_request(row: Row, w: World, user) -> int:
+    """The same request authenticated as scripts do: `Authorization: Token <key>`."""
+    from annotation.services.projects import token_issue
+
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user).key}")
+    url = reverse(row.name, kwargs=row.kwargs(w))
+    body = row.body(w) if row.body else None
+    return getattr(client, row.method)(url, body, format=row.fmt or "json").status_code
+
+
+@pytest.mark.parametrize(
+    "row", API_ROWS, ids=[f"{row.method.upper()} {row.name}" for row in API_ROWS]
+)
+def test_permission_matrix_with_token_authentication(row, world):
+    """Every API row gives each role the same status with a token as with a session."""
+    actual = []
+    for role in ROLES:
+        with transaction.atomic():
+            actual.append(_token_request(row, world, world.users[role]))
+            transaction.set_rollback(True)
+    assert dict(zip(ROLES, actual, strict=True)) == dict(
+        zip(ROLES, row.expect, strict=True)
+    )
+
+
+ADMIN_URLS = (
+    "admin:index",
+    "admin:annotation_judgment_changelist",
+    "admin:annotation_project_changelist",
+    "admin:exports_datasetsnapshot_changelist",
+    "admin:training_trainingrun_changelist",
+)
+
+
+@pytest.mark.parametrize("name", ADMIN_URLS)
+def test_the_django_admin_is_for_superusers_only(name, world):
+    """Project roles give no admin access: the admin sees every project's data."""
+    url = reverse(name)
+    for role in ROLES:
+        client = APIClient()
+        if world.users[role] is not None:
+            client.force_login(world.users[role])
+        response = client.get(url)
+        if role == "superuser":
+            assert response.status_code == 200, role
+        else:
+            assert response.status_code == 302, role
+            assert response["Location"].startswith(reverse("admin:login")), role

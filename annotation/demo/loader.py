@@ -145,10 +145,11 @@ def _users_ensure(*, project: Project) -> tuple[dict[str, object], list]:
         user = User.objects.filter(username=spec.username).first()
         created = user is None
         if created:
-            user = user_create(username=spec.username, password=DEMO_PASSWORD)
-            if spec.superuser:
-                user.is_superuser = user.is_staff = True
-                user.save(update_fields=["is_superuser", "is_staff"])
+            user = user_create(
+                username=spec.username,
+                password=DEMO_PASSWORD,
+                superuser=spec.superuser,
+            )
         membership_set(project=project, user=user, role=spec.role)
         users[spec.username] = user
         rows.append((spec.username, spec.label, created))

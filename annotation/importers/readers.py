@@ -45,6 +45,8 @@ DATASETS_NOT_DIRECTORY = (
 DATASETS_HAS_SPLITS = (
     "holds several splits ({splits}); import one of them, e.g. {example}"
 )
+PARQUET_UNREADABLE = "is not a readable Parquet file: {error}"
+DATASETS_UNREADABLE = "cannot be read as a datasets directory: {error}"
 UNKNOWN_FILE_TYPE = (
     "cannot tell the file type; use a .jsonl, .json, .csv or .parquet file, or a "
     "directory written by datasets' save_to_disk"
@@ -325,14 +327,26 @@ def _messages_or_text(cell: str):
 
 
 def _read_parquet(path: Path) -> Iterator[SourceRow]:
+    """Rows of a Parquet file; a corrupt file (or row group) rejects the file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
     index = 0
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-        for row in batch.to_pylist():
-            yield _as_record(row, index, "row")
-            index += 1
+    try:
+        parquet = pq.ParquetFile(path)
+        batches = parquet.iter_batches(batch_size=BATCH_ROWS)
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield _as_record(row, index, "row")
+                index += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise FileUnreadable(
+            PARQUET_UNREADABLE.format(error=_first_line(exc))
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _read_datasets(path: Path) -> Iterator[SourceRow]:
@@ -340,7 +354,7 @@ def _read_datasets(path: Path) -> Iterator[SourceRow]:
     if not any((path / name).is_file() for name in markers):
         raise FileUnreadable(DATASETS_NOT_DIRECTORY)
     if (path / "dataset_dict.json").is_file():
-        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        splits = _dataset_dict_splits(path / "dataset_dict.json")
         if len(splits) != 1:
             raise FileUnreadable(
                 DATASETS_HAS_SPLITS.format(
@@ -350,10 +364,33 @@ def _read_datasets(path: Path) -> Iterator[SourceRow]:
         path = path / splits[0]
     from datasets import load_from_disk
 
-    dataset = load_from_disk(str(path))
+    try:
+        dataset = load_from_disk(str(path))
+    except Exception as exc:  # datasets raises many types for one broken folder
+        error = DATASETS_UNREADABLE.format(error=_first_line(exc))
+        raise FileUnreadable(error) from None
+    import pyarrow as pa
+
     index = 0
-    for batch in dataset.iter(batch_size=BATCH_ROWS):
-        columns = list(batch)
-        for values in zip(*(batch[name] for name in columns), strict=True):
-            yield _as_record(dict(zip(columns, values, strict=True)), index, "row")
-            index += 1
+    try:
+        for batch in dataset.iter(batch_size=BATCH_ROWS):
+            columns = list(batch)
+            for values in zip(*(batch[name] for name in columns), strict=True):
+                record = dict(zip(columns, values, strict=True))
+                yield _as_record(record, index, "row")
+                index += 1
+    except (pa.ArrowException, OSError) as exc:
+        error = DATASETS_UNREADABLE.format(error=_first_line(exc))
+        raise FileUnreadable(error) from None
+
+
+def _dataset_dict_splits(path: Path) -> list[str]:
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))["splits"]
+    except (ValueError, KeyError, TypeError) as exc:
+        error = DATASETS_UNREADABLE.format(error=f"{path.name}: {_first_line(exc)}")
+        raise FileUnreadable(error) from None
+    if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+        error = DATASETS_UNREADABLE.format(error=f"{path.name}: 'splits' is not a list")
+        raise FileUnreadable(error)
+    return splits

@@ -75,6 +75,12 @@ UNKNOWN_RESPONSE_KEYS = "unknown keys {keys}; a response has model, text, params
 NOT_MODEL_NAME = "must be a non-empty string of at most 200 characters"
 NOT_PARAMS = "must be a JSON object of generation parameters"
 REPEATED_RESPONSE = "repeats responses[{other}] (same model and text)"
+HAS_NUL = (
+    "contains a NUL character (\\u0000), which the database cannot store; remove it"
+)
+NOT_FINITE = (
+    "holds NaN or Infinity, which JSON cannot store; use null for a missing value"
+)
 NOT_SINGLE_ASSISTANT = (
     "must hold exactly one assistant message (the response), got {detail}"
 )
@@ -203,6 +209,9 @@ def parse_record(record, record_format: str, limits: Limits) -> ParsedRecord:
         raise RecordInvalid([("", NOT_AN_OBJECT)])
     record = present(record)
     problems = _Problems()
+    for where in _nul_paths(record, ""):
+        problems.add(where, HAS_NUL)
+    problems.raise_if_any()
     for name in RESERVED_FIELDS:
         if name in record and name not in _FORMAT_FIELDS[record_format]:
             problems.add(name, FIELD_NOT_IN_FORMAT.format(format=record_format))
@@ -246,22 +255,57 @@ def _id_value(value, field_name: str, problems: _Problems) -> str:
     return text
 
 
+def _nul_paths(value, where: str) -> list[str]:
+    """The field paths of every string (key or value) holding a NUL character.
+
+    PostgreSQL's text and jsonb types refuse U+0000, so such a record is reported
+    here, with its field, instead of failing the whole insert later.
+    """
+    if isinstance(value, str):
+        return [where or "(record)"] if "\x00" in value else []
+    if isinstance(value, dict):
+        paths = []
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                paths.append(path)
+            paths += _nul_paths(item, path)
+        return paths
+    if isinstance(value, list | tuple):
+        return [
+            path
+            for index, item in enumerate(value)
+            for path in _nul_paths(item, f"{where}[{index}]")
+        ]
+    return []
+
+
 def _metadata(record: dict, problems: _Problems) -> dict:
     """Merge the `metadata` object with the record's other (unused) fields."""
     known = {*RESERVED_FIELDS, "id", "external_id", "metadata"}
     extra = {
-        key: _json_safe(value) for key, value in record.items() if key not in known
+        key: _json_safe(value, key, problems)
+        for key, value in record.items()
+        if key not in known
     }
     metadata = record.get("metadata", {})
     if not isinstance(metadata, dict):
         problems.add("metadata", NOT_METADATA)
         return extra
-    return {**extra, **_json_safe(metadata)}
+    return {**extra, **(_json_safe(metadata, "metadata", problems) or {})}
 
 
-def _json_safe(value):
-    """Make values read from Parquet (dates, bytes, numpy scalars) JSON-storable."""
-    return json.loads(json.dumps(value, default=str))
+def _json_safe(value, field_name: str, problems: _Problems):
+    """Make values read from Parquet (dates, bytes, numpy scalars) JSON-storable.
+
+    NaN and Infinity are refused rather than stored: JSON has no such values and
+    PostgreSQL's jsonb rejects them.
+    """
+    try:
+        return json.loads(json.dumps(value, default=str, allow_nan=False))
+    except ValueError:
+        problems.add(field_name, NOT_FINITE)
+        return None
 
 
 def _text(value, field_name: str, limits: Limits, problems: _Problems) -> str | None:
@@ -385,13 +429,15 @@ def _response(item, where: str, limits: Limits, problems: _Problems):
     params = item.get("params", {})
     if not isinstance(params, dict):
         problems.add(f"{where}.params", NOT_PARAMS)
+    else:
+        params = _json_safe(params, f"{where}.params", problems)
     external_id = _id_value(item.get("id"), f"{where}.id", problems)
     if len(problems.items) != before:
         return None
     return ParsedResponse(
         text=text,
         model_name=model,
-        params=_json_safe(params),
+        params=params,
         external_id=external_id,
     )
 

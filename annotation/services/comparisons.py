@@ -15,6 +15,16 @@ GOLD_BOTH_BAD_NOT_ALLOWED = (
 INVALID_PRIORITY = "Priority must be an integer."
 
 
+def gold_choice_check(*, project, gold_choice: str | None) -> None:
+    """Raise ValidationError unless `gold_choice` is canonical and allowed here."""
+    if gold_choice is not None and gold_choice not in Choice.values:
+        raise ValidationError({"gold_choice": INVALID_GOLD_CHOICE})
+    if gold_choice == Choice.TIE and not project.allow_tie:
+        raise ValidationError({"gold_choice": GOLD_TIE_NOT_ALLOWED})
+    if gold_choice == Choice.BOTH_BAD and not project.allow_both_bad:
+        raise ValidationError({"gold_choice": GOLD_BOTH_BAD_NOT_ALLOWED})
+
+
 @transaction.atomic
 def comparison_update(
     *, comparison: Comparison, priority: int | None = None, gold_choice=UNSET
@@ -39,12 +49,7 @@ def comparison_update(
         locked.priority = priority
         fields.append("priority")
     if gold_choice is not UNSET:
-        if gold_choice is not None and gold_choice not in Choice.values:
-            raise ValidationError({"gold_choice": INVALID_GOLD_CHOICE})
-        if gold_choice == Choice.TIE and not locked.project.allow_tie:
-            raise ValidationError({"gold_choice": GOLD_TIE_NOT_ALLOWED})
-        if gold_choice == Choice.BOTH_BAD and not locked.project.allow_both_bad:
-            raise ValidationError({"gold_choice": GOLD_BOTH_BAD_NOT_ALLOWED})
+        gold_choice_check(project=locked.project, gold_choice=gold_choice)
         locked.gold_choice = gold_choice
         fields.append("gold_choice")
         Judgment.objects.filter(comparison=locked, origin=Judgment.Origin.HUMAN).update(

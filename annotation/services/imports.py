@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, reset_queries, transaction
+from django.db import DataError, IntegrityError, reset_queries, transaction
 from django.utils import timezone
 
 from annotation.hashing import file_sha256, prompt_hash, response_hash
@@ -61,6 +61,9 @@ OTHER_SPLIT = (
     "is never moved between train and held-out: remove the row or import it with "
     "--split {split}"
 )
+DATABASE_REFUSED = (
+    "the database refused a value of this file ({error}); nothing was written"
+)
 CONCURRENT_IMPORT = (
     "another import wrote the same rows at the same time; run this import again"
 )
@@ -71,6 +74,7 @@ ALREADY_IMPORTED = (
 UNKNOWN_FORMAT_ARGUMENT = "Unknown format {format!r}; choose one of: {choices}."
 UNKNOWN_SPLIT_ARGUMENT = "Unknown split {split!r}; choose train or heldout."
 BAD_PAIRS_PER_PROMPT = "pairs_per_prompt must be a positive integer."
+BAD_LIMIT = "{name} must be a positive integer (got {value!r})."
 
 COUNT_KEYS = (
     "rows",
@@ -165,13 +169,15 @@ def import_file(
     recording a failed batch) when anything in the file is wrong.
     """
     _check_arguments(format=format, split=split, pairs_per_prompt=pairs_per_prompt)
+    max_errors, max_text_chars, max_messages, max_file_bytes = _limits_or_defaults(
+        max_errors=max_errors,
+        max_text_chars=max_text_chars,
+        max_messages=max_messages,
+        max_file_bytes=max_file_bytes,
+    )
     path = Path(path)
     file_name = file_name or path.name
-    max_errors = max_errors or settings.PREFLINE_IMPORT_MAX_ERRORS
-    limits = Limits(
-        max_text_chars=max_text_chars or settings.PREFLINE_IMPORT_MAX_TEXT_CHARS,
-        max_messages=max_messages or settings.PREFLINE_IMPORT_MAX_MESSAGES,
-    )
+    limits = Limits(max_text_chars=max_text_chars, max_messages=max_messages)
     attempt = dict(project=project, file_name=file_name, split=split, user=user)
     if not path.exists():
         raise _rejection(
@@ -180,10 +186,9 @@ def import_file(
             format=format,
             errors=[_file_error(file_name, FILE_NOT_FOUND)],
         )
-    limit = max_file_bytes or settings.PREFLINE_IMPORT_MAX_FILE_BYTES
     size = _size(path)
-    if size > limit:
-        error = FILE_TOO_LARGE.format(size=size, limit=limit)
+    if size > max_file_bytes:
+        error = FILE_TOO_LARGE.format(size=size, limit=max_file_bytes)
         raise _rejection(
             **attempt, sha256="", format=format, errors=[_file_error(file_name, error)]
         )
@@ -250,6 +255,15 @@ def import_file(
             sha256=sha256,
             format=format,
             errors=[_file_error(file_name, CONCURRENT_IMPORT)],
+        ) from None
+    except DataError as exc:
+        # Validation should have caught it (NUL, NaN, over-long ids); never a 500.
+        reason = DATABASE_REFUSED.format(error=str(exc).strip().splitlines()[0])
+        raise _rejection(
+            **attempt,
+            sha256=sha256,
+            format=format,
+            errors=[_file_error(file_name, reason)],
         ) from None
     batch.already_imported = False
     return batch
@@ -337,6 +351,18 @@ def _check_arguments(*, format, split, pairs_per_prompt) -> None:
         or pairs_per_prompt < 1
     ):
         raise ValueError(BAD_PAIRS_PER_PROMPT)
+
+
+def _limits_or_defaults(**limits: int | None) -> tuple[int, ...]:
+    """Each limit as given, or its PREFLINE_IMPORT_* setting; all must be >= 1."""
+    values = []
+    for name, value in limits.items():
+        if value is None:
+            value = getattr(settings, f"PREFLINE_IMPORT_{name.upper()}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(BAD_LIMIT.format(name=name, value=value))
+        values.append(value)
+    return tuple(values)
 
 
 def _size(path: Path) -> int:

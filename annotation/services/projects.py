@@ -15,7 +15,7 @@ LEASE_TOO_SHORT = "The lease must be at least 10 seconds."
 GOLD_RATE_RANGE = "The gold rate is a share of tasks: between 0 and 1."
 
 
-def _check_settings(project: Project) -> None:
+def project_settings_check(project: Project) -> None:
     """Explain range errors per field (the database constraints are the last guard)."""
     errors = {}
     if project.target_judgments is not None and project.target_judgments < 1:
@@ -42,7 +42,7 @@ def project_create(
     gold_rate: float = 0.0,
 ) -> Project:
     """Create a project, validating every field (constraints are the last guard)."""
-    aspects = _check_aspects(aspects)
+    aspects = aspects_check(aspects)
     project = Project(
         slug=slug,
         name=name,
@@ -54,7 +54,7 @@ def project_create(
         allow_both_bad=allow_both_bad,
         gold_rate=gold_rate,
     )
-    _check_settings(project)
+    project_settings_check(project)
     project.full_clean()
     project.save()
     return project
@@ -75,11 +75,20 @@ def membership_set(
 
 @transaction.atomic
 def user_create(
-    *, username: str, password: str | None = None, email: str = ""
+    *,
+    username: str,
+    password: str | None = None,
+    email: str = "",
+    superuser: bool = False,
 ) -> AbstractBaseUser:
-    """Create a login; without a password the account can only use an API token."""
+    """Create a login; without a password the account can only use an API token.
+
+    A superuser (staff too) sees every project and the Django admin.
+    """
     User = get_user_model()
-    user = User(username=username, email=email)
+    user = User(
+        username=username, email=email, is_superuser=superuser, is_staff=superuser
+    )
     if password:
         user.set_password(password)
     else:
@@ -102,7 +111,8 @@ PROJECT_UPDATABLE_FIELDS = (
 UNKNOWN_PROJECT_FIELD = "Cannot change {field!r}; changeable fields: {allowed}."
 
 
-def _check_aspects(aspects) -> list[str]:
+def aspects_check(aspects) -> list[str]:
+    """The aspect names as a list; raise ValidationError unless distinct, non-empty."""
     aspects = list(aspects or [])
     if any(not isinstance(a, str) or not a.strip() for a in aspects) or len(
         set(aspects)
@@ -124,11 +134,11 @@ def project_update(*, project: Project, **changes) -> Project:
                 }
             )
     if "aspects" in changes:
-        changes["aspects"] = _check_aspects(changes["aspects"])
+        changes["aspects"] = aspects_check(changes["aspects"])
     project = Project.objects.select_for_update().get(pk=project.pk)
     for field, value in changes.items():
         setattr(project, field, value)
-    _check_settings(project)
+    project_settings_check(project)
     project.full_clean()
     project.save()
     return project

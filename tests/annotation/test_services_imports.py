@@ -462,3 +462,130 @@ def test_twenty_thousand_rows_import_with_exact_counts(project, tmp_path):
         "comparisons": 20_000,
         "judgments": 0,
     }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not parquet", b"PAR1" + b"\x00" * 64 + b"PAR1"],
+    ids=["junk", "magic-but-corrupt"],
+)
+def test_corrupt_parquet_file_is_rejected_with_its_name(project, tmp_path, content):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(content)
+    with pytest.raises(ImportRejected) as caught:
+        import_file(project=project, path=path)
+    (error,) = caught.value.errors
+    assert error.file == "broken.parquet"
+    assert error.reason.startswith("is not a readable Parquet file")
+    assert data_counts() == EMPTY
+    assert ImportBatch.objects.get().status == ImportBatch.Status.FAILED
+
+
+def test_broken_datasets_directories_are_rejected_not_crashed(project, tmp_path):
+    from datasets import Dataset
+
+    bad_dict = tmp_path / "bad_dict"
+    bad_dict.mkdir()
+    (bad_dict / "dataset_dict.json").write_text("{not json")
+    missing_data = tmp_path / "missing_data"
+    Dataset.from_list([responses_row(0, 2)]).save_to_disk(missing_data)
+    for arrow in missing_data.glob("*.arrow"):
+        arrow.unlink()
+    for path in (bad_dict, missing_data):
+        with pytest.raises(ImportRejected) as caught:
+            import_file(project=project, path=path)
+        (error,) = caught.value.errors
+        assert error.file == path.name
+        assert error.reason.startswith("cannot be read as a datasets directory"), path
+    assert data_counts() == EMPTY
+    assert ImportBatch.objects.filter(status="failed").count() == 2
+
+
+@pytest.mark.parametrize(
+    "record, field, reason",
+    [
+        ({"prompt": "a\x00b"}, "prompt", records.HAS_NUL),
+        (
+            {"prompt": "q", "responses": [{"model": "m", "text": "x\x00"}]},
+            "responses[0].text",
+            records.HAS_NUL,
+        ),
+        (
+            {"prompt": "q", "metadata": {"note": "\x00"}},
+            "metadata.note",
+            records.HAS_NUL,
+        ),
+        (
+            {"prompt": "q", "metadata": {"score": float("nan")}},
+            "metadata",
+            records.NOT_FINITE,
+        ),
+        ({"prompt": "q", "score": float("inf")}, "score", records.NOT_FINITE),
+    ],
+    ids=["nul-prompt", "nul-response", "nul-metadata", "nan-metadata", "inf-extra"],
+)
+def test_values_the_database_cannot_store_are_row_errors(
+    project, tmp_path, record, field, reason
+):
+    """NUL and NaN parse as JSON but PostgreSQL's text and jsonb refuse them."""
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(ImportRejected) as caught:
+        import_file(project=project, path=path)
+    assert caught.value.errors == [RowError("odd.jsonl", 2, field, reason)]
+    assert data_counts() == EMPTY
+
+
+@pytest.mark.parametrize(
+    "record, field",
+    [
+        ({"prompt": "q", "chosen": "", "rejected": "b"}, "chosen"),
+        ({"prompt": "q", "chosen": "a", "rejected": 7}, "rejected"),
+        ({"prompt": "  ", "chosen": "a", "rejected": "b"}, "prompt"),
+        ({"prompt": "q", "chosen": "a", "rejected": "b", "responses": []}, "responses"),
+    ],
+    ids=["empty-chosen", "number-rejected", "blank-prompt", "foreign-field"],
+)
+def test_bad_trl_standard_values_reject_the_file(project, tmp_path, record, field):
+    path = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"prompt": "ok?", "chosen": "yes", "rejected": "no"}, record],
+    )
+    with pytest.raises(ImportRejected) as caught:
+        import_file(project=project, path=path, format=records.TRL_STANDARD)
+    assert [(e.line, e.field) for e in caught.value.errors] == [(2, field)]
+    assert data_counts() == EMPTY
+
+
+def test_bad_csv_and_json_array_files_reject_with_lines_and_leave_nothing(
+    project, tmp_path
+):
+    good = responses_row(0, 2)
+    with (tmp_path / "pairs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", "responses"])
+        writer.writerow([good["prompt"], json.dumps(good["responses"])])
+        writer.writerow(["multi\nline prompt", json.dumps([{"model": "m"}])])
+        writer.writerow(["third", "{broken"])
+    with pytest.raises(ImportRejected) as caught:
+        import_file(project=project, path=tmp_path / "pairs.csv")
+    assert [(e.line, e.field) for e in caught.value.errors] == [
+        (3, "responses[0].text"),
+        (5, "responses"),
+    ]
+    (tmp_path / "pairs.json").write_text(
+        "[\n" + json.dumps(good) + ",\n" + json.dumps({**good, "prompt": ""}) + "\n]"
+    )
+    with pytest.raises(ImportRejected) as caught:
+        import_file(project=project, path=tmp_path / "pairs.json")
+    assert [(e.line, e.field) for e in caught.value.errors] == [(3, "prompt")]
+    assert data_counts() == EMPTY
+    assert ImportBatch.objects.filter(status="failed").count() == 2
+
+
+@pytest.mark.parametrize("limit", ["max_errors", "max_text_chars", "max_file_bytes"])
+def test_limits_must_be_positive(project, tmp_path, limit):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    with pytest.raises(ValueError, match=f"{limit} must be a positive integer"):
+        import_file(project=project, path=path, **{limit: 0})
+    assert ImportBatch.objects.count() == 0
