@@ -18,6 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, ImportBatch, Role
+from annotation.services.projects import token_issue
 from annotation.services.queue import next_assignment
 from exports.models import DatasetSnapshot
 from tests.annotation.api_data import ApiData, make_api_data
@@ -362,9 +363,12 @@ def world(project, annotator, researcher, project_admin, outsider, make_user):
     return World(data, assignment, snapshot, run, batch, users)
 
 
-def _request(row: Row, w: World, user) -> int:
+def _request(row: Row, w: World, user, *, token: bool = False) -> int:
+    """Request the row's URL as `user`: logged in (a session), or with its API token."""
     client = APIClient()
-    if user is not None:
+    if user is not None and token:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user).key}")
+    elif user is not None:
         client.force_login(user)
     url = reverse(row.name, kwargs=row.kwargs(w))
     body = row.body(w) if row.body else None
@@ -392,18 +396,6 @@ def test_permission_matrix(row, world):
 API_ROWS = [row for row in MATRIX if row.name.startswith("api-")]
 
 
-def _token_request(row: Row, w: World, user) -> int:
-    """The same request authenticated as scripts do: `Authorization: Token <key>`."""
-    from annotation.services.projects import token_issue
-
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user).key}")
-    url = reverse(row.name, kwargs=row.kwargs(w))
-    body = row.body(w) if row.body else None
-    return getattr(client, row.method)(url, body, format=row.fmt or "json").status_code
-
-
 @pytest.mark.parametrize(
     "row", API_ROWS, ids=[f"{row.method.upper()} {row.name}" for row in API_ROWS]
 )
@@ -412,7 +404,7 @@ def test_permission_matrix_with_token_authentication(row, world):
     actual = []
     for role in ROLES:
         with transaction.atomic():
-            actual.append(_token_request(row, world, world.users[role]))
+            actual.append(_request(row, world, world.users[role], token=True))
             transaction.set_rollback(True)
     assert dict(zip(ROLES, actual, strict=True)) == dict(
         zip(ROLES, row.expect, strict=True)
