@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
 from training.models import ModelCheckpoint, TrainingMetric, TrainingRun
-from training.queueing import run_cancel
+from training.services import run_cancel_request
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -53,7 +53,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     def cancel_runs(self, request, queryset) -> None:
         for run in queryset:
             try:
-                run_cancel(run=run, user=request.user)
+                run_cancel_request(run=run, user=request.user)
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.WARNING)
             else:

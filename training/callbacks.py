@@ -58,6 +58,7 @@ class RegistryCallback(TrainerCallback):
         self.pending: list[dict] = []
         self._last_poll = 0.0
         self._last_flush = 0.0
+        self._last_eval_step: int | None = None
 
     # Metrics -------------------------------------------------------------------
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -72,9 +73,12 @@ class RegistryCallback(TrainerCallback):
         is_eval = any(key.startswith("eval_") for key in logs)
         values = {k: v for k, v in logs.items() if k != "epoch"}
         if is_eval:
-            self.last_eval = {
-                k: v for k, v in values.items() if isinstance(v, int | float)
-            }
+            numbers = {k: v for k, v in values.items() if isinstance(v, int | float)}
+            # Several eval logs at one step (TRL's evaluate, the held-out accuracy
+            # of RL) all belong to the checkpoint saved there.
+            same_step = self._last_eval_step == state.global_step
+            self.last_eval = {**self.last_eval, **numbers} if same_step else numbers
+            self._last_eval_step = state.global_step
         self.pending.append(
             {
                 "step": state.global_step,

@@ -333,6 +333,21 @@ class RLRunConfig(TrainConfig):
         default=64, metadata=_help("Longest sampled completion, in tokens.")
     )
     temperature: float = field(default=1.0, metadata=_help("Sampling temperature."))
+    heldout_pairs: int = field(
+        default=64,
+        metadata=_help(
+            "Held-out preference pairs (a fixed sample of the dataset's test split) "
+            "on which the policy's implicit preference accuracy is measured, for "
+            "the reward-hacking warning; 0 turns the measurement off."
+        ),
+    )
+    heldout_steps: int | None = field(
+        default=None,
+        metadata=_help(
+            "Measure the held-out accuracy every this many steps, and at the last "
+            "step (default: eval_steps, else save_steps)."
+        ),
+    )
 
     stage: typing.ClassVar[str] = "rl"
 
@@ -354,6 +369,10 @@ class RLRunConfig(TrainConfig):
             raise ConfigError("max_completion_length must be >= 1")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.heldout_pairs < 0:
+            raise ConfigError(f"heldout_pairs must be >= 0, got {self.heldout_pairs}")
+        if self.heldout_steps is not None and self.heldout_steps < 1:
+            raise ConfigError(f"heldout_steps must be >= 1, got {self.heldout_steps}")
 
 
 CONFIG_CLASSES: dict[str, type[TrainConfig]] = {

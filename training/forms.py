@@ -1,6 +1,6 @@
 """The "new run" form: a snapshot, a recipe, a base model and a few overrides.
 
-The form only collects and type-checks; `training.queueing.run_queue` validates the
+The form only collects and type-checks; `training.services.run_queue` validates the
 combination with the stage's config dataclass and its errors come back on the
 field they concern.
 """

@@ -17,7 +17,8 @@ Detectors (TRL metric names in brackets):
 - `detect_kl_explosion`: KL to the reference [kl] above a ceiling, non-finite, or
   multiplying from one window to the next.
 - `detect_reward_hacking`: reward [reward, rewards/margins, margin] rising while the
-  held-out preference accuracy [eval_rewards/accuracies, eval_accuracy] falls.
+  held-out preference accuracy [eval_heldout_accuracy (RL, see training.heldout),
+  eval_rewards/accuracies, eval_accuracy] falls.
 - `detect_length_growth`: completion length [completions/mean_length] growing
   steadily (significant positive trend and a large late/early ratio).
 - `detect_entropy_collapse`: token entropy [entropy] falling to a fraction of its
@@ -687,10 +688,12 @@ Series = tuple[Any, Any]
 
 KL_METRICS = ("kl", "objective/kl")
 RL_REWARD_METRICS = ("reward", "rewards/mean", "objective/scores")
+# eval_heldout_accuracy: an RL policy's implicit preference accuracy on held-out
+# pairs (training.heldout); DPO and reward models log their own.
 HELDOUT_ACCURACY_METRICS = (
+    "eval_heldout_accuracy",
     "eval_rewards/accuracies",
     "eval_accuracy",
-    "eval_heldout_accuracy",
 )
 LENGTH_METRICS = ("completions/mean_length", "completion_length")
 REWARD_BY_KIND = {

@@ -1,10 +1,9 @@
-"""Services behind the web's "train on this snapshot" and "cancel" buttons.
+"""What `training.services.run_queue` checks before it queues a run from the web.
 
-`run_queue` validates a recipe plus overrides with the stage's config dataclass,
-creates the queued `TrainingRun` (through `training.services.run_create`) and, once
-the transaction commits, enqueues `training.tasks.execute_training_run` for a
-`manage.py db_worker` process to pick up. `run_cancel` cancels a queued run at once
-and asks a running one to stop (the worker sends its process SIGTERM).
+A recipe plus overrides is validated with the stage's config dataclass; the snapshot
+must be finished and in a format the stage can use; the base model must be a
+directory or a hub id, or come from a succeeded parent run. Each check raises a
+`ValidationError` on the form field it concerns. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
 
 from exports.models import DatasetFormat, DatasetSnapshot, SnapshotStatus
-from training import services
 from training.config import CONFIG_CLASSES, ConfigError, config_resolve
 from training.models import RunKind, RunStatus, TrainingRun
-from training.recipes_catalog import recipe_get
+from training.recipes_catalog import Recipe, recipe_get
 from training.selectors import run_final_checkpoint
 
 KIND_RECIPE_MISMATCH = "Recipe {recipe!r} trains a {recipe_kind} run, not {kind}."
@@ -51,8 +48,6 @@ REWARD_MODEL_REQUIRED = (
     "An RL run needs a reward model: a reward run id or a directory holding one."
 )
 OVERRIDE_NOT_ALLOWED = "{key!r} is set by the form (snapshot, base model, parent run)."
-RUN_ALREADY_FINISHED = "Run {run_id} already {status}; there is nothing to cancel."
-RUN_ALREADY_CANCELLING = "Run {run_id} is already being cancelled."
 
 FORMATS_BY_KIND = {
     RunKind.SFT: (
@@ -96,7 +91,14 @@ def _check_model(model: str) -> None:
         raise ValidationError({"base_model": MODEL_NAME_INVALID.format(model=model)})
 
 
-def _base_model(model: str, parent: TrainingRun | None) -> str:
+def base_model_check(model: str, parent: TrainingRun | None) -> tuple[str, str]:
+    """Return (config model, base model shown on the row).
+
+    Without a model, a parent run gives its final checkpoint, but the config keeps
+    `model` empty and names the parent: the training command then resolves the
+    checkpoint (merging a LoRA adapter into its base) exactly as it does for
+    `--parent-run` on the command line.
+    """
     model = model.strip()
     if parent is not None:
         if parent.status != RunStatus.SUCCEEDED:
@@ -113,14 +115,31 @@ def _base_model(model: str, parent: TrainingRun | None) -> str:
                 raise ValidationError(
                     {"parent": PARENT_NO_CHECKPOINT.format(run_id=parent.pk)}
                 )
-            return checkpoint.path
+            return "", checkpoint.path
     if not model:
         raise ValidationError({"base_model": MODEL_REQUIRED})
     _check_model(model)
-    return model
+    return model, model
 
 
-def _check_snapshot(snapshot: DatasetSnapshot, kind: str) -> None:
+def recipe_check(recipe: str, kind: str | None) -> Recipe:
+    """The named recipe; with `kind`, it must train that kind of run."""
+    try:
+        chosen = recipe_get(recipe)
+    except ValueError as exc:
+        raise ValidationError({"recipe": str(exc)}) from exc
+    if kind is not None and kind != chosen.kind:
+        raise ValidationError(
+            {
+                "kind": KIND_RECIPE_MISMATCH.format(
+                    recipe=recipe, recipe_kind=chosen.kind, kind=kind
+                )
+            }
+        )
+    return chosen
+
+
+def snapshot_check(snapshot: DatasetSnapshot, kind: str) -> None:
     if snapshot.status != SnapshotStatus.SUCCEEDED:
         raise ValidationError(
             {
@@ -173,98 +192,3 @@ def run_config_build(
     if kind == RunKind.RL and not getattr(config, "reward_model", ""):
         raise ValidationError({"overrides": REWARD_MODEL_REQUIRED})
     return config.to_dict()
-
-
-@transaction.atomic
-def run_queue(
-    *,
-    snapshot: DatasetSnapshot,
-    recipe: str,
-    user,
-    base_model: str = "",
-    overrides: dict[str, Any] | None = None,
-    kind: str | None = None,
-    parent: TrainingRun | None = None,
-    name: str = "",
-) -> TrainingRun:
-    """Queue a training run of `recipe` on `snapshot`; a worker executes it.
-
-    Validates everything a person can fix (recipe, snapshot state and format, base
-    model, every override through the stage's config) before it writes; the task is
-    enqueued only once the run row is committed.
-    """
-    try:
-        chosen = recipe_get(recipe)
-    except ValueError as exc:
-        raise ValidationError({"recipe": str(exc)}) from exc
-    if kind is not None and kind != chosen.kind:
-        raise ValidationError(
-            {
-                "kind": KIND_RECIPE_MISMATCH.format(
-                    recipe=recipe, recipe_kind=chosen.kind, kind=kind
-                )
-            }
-        )
-    _check_snapshot(snapshot, chosen.kind)
-    model = _base_model(base_model, parent)
-    name = name.strip() or f"{chosen.name} on snapshot {snapshot.pk}"
-    config = run_config_build(
-        kind=chosen.kind,
-        recipe_overrides=chosen.overrides,
-        overrides=dict(overrides or {}),
-        model=model,
-        dataset=str(snapshot.pk),
-        parent_id=parent.pk if parent is not None else None,
-        name=name,
-    )
-    config["recipe"] = chosen.name
-    run = services.run_create(
-        kind=chosen.kind,
-        config=config,
-        base_model=model,
-        dataset_snapshot=snapshot,
-        dataset_path=snapshot.output_dir,
-        parent=parent,
-        name=name,
-        created_by=user,
-    )
-    run_id = run.pk
-    transaction.on_commit(lambda: _enqueue(run_id))
-    return run
-
-
-def _enqueue(run_id: int) -> None:
-    from training.tasks import execute_training_run  # tasks imports this module
-
-    execute_training_run.enqueue(run_id)
-
-
-@transaction.atomic
-def run_log_attach(*, run: TrainingRun, log_path: str) -> TrainingRun:
-    """Record where the worker writes the run's output (the page shows its tail)."""
-    TrainingRun.objects.filter(pk=run.pk).update(log_path=log_path)
-    run.log_path = log_path
-    return run
-
-
-@transaction.atomic
-def run_cancel(*, run: TrainingRun, user) -> TrainingRun:
-    """Cancel `run`: a queued run ends `cancelled` now, a running one stops soon.
-
-    For a running run this sets `cancel_requested`; the training callback stops
-    the trainer at its next step and the worker sends the process SIGTERM.
-    """
-    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
-        raise ValidationError(
-            RUN_ALREADY_FINISHED.format(run_id=run.pk, status=run.status)
-        )
-    if run.status == RunStatus.RUNNING and run.cancel_requested:
-        raise ValidationError(RUN_ALREADY_CANCELLING.format(run_id=run.pk))
-    run = services.run_cancel_request(run=run)
-    if run.status == RunStatus.CANCELLED:
-        actor = getattr(user, "username", "") or "someone"
-        run = services.run_cancel(
-            run=run, reason=f"Cancelled by {actor} before it started."
-        )
-    return run

@@ -132,13 +132,16 @@ RECIPES: dict[str, Recipe] = {
             description=(
                 "Online RL with REINFORCE leave-one-out (the maintained successor of "
                 "PPO in TRL 1.x): 4 completions per prompt scored by a Prefline "
-                "reward model, KL penalty 0.05 to the reference. Needs a reward "
-                "model (a reward run id or a directory)."
+                "reward model, KL penalty 0.05 to the reference; the policy's "
+                "preference accuracy on the snapshot's held-out pairs every 2 steps "
+                "(for the reward-hacking warning). Needs a reward model (a reward "
+                "run id or a directory)."
             ),
             overrides={
                 **_QUICK,
                 "algorithm": "rloo",
                 "max_steps": 10,
+                "heldout_steps": 2,
                 "learning_rate": 1e-5,
                 "beta": 0.05,
                 "per_device_train_batch_size": 4,
@@ -152,13 +155,15 @@ RECIPES: dict[str, Recipe] = {
             title="GRPO against a reward model, LoRA",
             description=(
                 "Group relative policy optimization: completions normalised within "
-                "their group, KL penalty 0.05 to the reference, LoRA. Needs a "
-                "reward model (a reward run id or a directory)."
+                "their group, KL penalty 0.05 to the reference, LoRA; held-out "
+                "preference accuracy every 2 steps. Needs a reward model (a reward "
+                "run id or a directory)."
             ),
             overrides={
                 **_QUICK,
                 "algorithm": "grpo",
                 "max_steps": 10,
+                "heldout_steps": 2,
                 "learning_rate": 1e-5,
                 "beta": 0.05,
                 "per_device_train_batch_size": 4,

@@ -2,7 +2,11 @@
 
 Status moves queued -> running -> succeeded | failed | cancelled; a failed or
 cancelled run (or one whose process died while running) may be started again to
-resume it. Nothing here imports torch.
+resume it. From the web, `run_queue` creates a queued run and enqueues
+`training.tasks.execute_training_run` for a `manage.py db_worker` process once the
+transaction commits; `run_cancel_request` cancels a queued run at once and asks a
+running one to stop (the worker sends its process SIGTERM). Nothing here imports
+torch.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import math
 import socket
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from training import queueing
 from training.models import ModelCheckpoint, RunStatus, TrainingMetric, TrainingRun
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -23,7 +29,8 @@ RUN_NOT_RESUMABLE = (
     "Run {run_id} succeeded: there is nothing to resume. Start a new run with "
     "--parent-run {run_id} to train further."
 )
-RUN_NOT_RUNNING = "Run {run_id} is {status}, not running: it cannot be {action}."
+RUN_ALREADY_FINISHED = "Run {run_id} already {status}; there is nothing to cancel."
+RUN_ALREADY_CANCELLING = "Run {run_id} is already being cancelled."
 RUN_KIND_MISMATCH = "Run {run_id} is a {kind} run; this command trains {expected}."
 
 
@@ -161,21 +168,96 @@ def run_cancel(
 
 
 @transaction.atomic
-def run_cancel_request(*, run: TrainingRun) -> TrainingRun:
-    """Ask a run to stop: a queued run is cancelled now, a running one at its next
-    step (the training callback polls `cancel_requested`)."""
+def run_cancel_request(*, run: TrainingRun, user=None) -> TrainingRun:
+    """Cancel `run` for `user`: a queued run ends `cancelled` now, a running one at
+    its next step (the training callback polls `cancel_requested`, and the worker
+    sends the process SIGTERM)."""
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-    if run.status == RunStatus.QUEUED:
-        run.cancel_requested = True
-        run.save(update_fields=["cancel_requested"])
-        return _finish(run, RunStatus.CANCELLED, error="Cancelled before it started.")
-    if run.status != RunStatus.RUNNING:
-        raise ValueError(
-            RUN_NOT_RUNNING.format(run_id=run.pk, status=run.status, action="cancelled")
+    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        raise ValidationError(
+            RUN_ALREADY_FINISHED.format(run_id=run.pk, status=run.status)
         )
+    if run.status == RunStatus.RUNNING and run.cancel_requested:
+        raise ValidationError(RUN_ALREADY_CANCELLING.format(run_id=run.pk))
     run.cancel_requested = True
     run.save(update_fields=["cancel_requested"])
+    if run.status == RunStatus.QUEUED:
+        actor = getattr(user, "username", "") or "someone"
+        return _finish(
+            run, RunStatus.CANCELLED, error=f"Cancelled by {actor} before it started."
+        )
     return run
+
+
+@transaction.atomic
+def run_queue(
+    *,
+    snapshot,
+    recipe: str,
+    user,
+    base_model: str = "",
+    overrides: dict[str, Any] | None = None,
+    kind: str | None = None,
+    parent: TrainingRun | None = None,
+    name: str = "",
+) -> TrainingRun:
+    """Queue a training run of `recipe` on `snapshot`; a worker executes it.
+
+    Validates everything a person can fix (recipe, snapshot state and format, base
+    model, every override through the stage's config: `training.queueing`) before
+    it writes; the task is enqueued only once the run row is committed. With a
+    parent run and no base model, the config names the parent and the training
+    command starts from its final model, as `--parent-run` does.
+    """
+    chosen = queueing.recipe_check(recipe, kind)
+    queueing.snapshot_check(snapshot, chosen.kind)
+    model, shown_model = queueing.base_model_check(base_model, parent)
+    name = name.strip() or f"{chosen.name} on snapshot {snapshot.pk}"
+    config = queueing.run_config_build(
+        kind=chosen.kind,
+        recipe_overrides=chosen.overrides,
+        overrides=dict(overrides or {}),
+        model=model,
+        dataset=str(snapshot.pk),
+        parent_id=parent.pk if parent is not None else None,
+        name=name,
+    )
+    config["recipe"] = chosen.name
+    run = run_create(
+        kind=chosen.kind,
+        config=config,
+        base_model=shown_model,
+        dataset_snapshot=snapshot,
+        dataset_path=snapshot.output_dir,
+        parent=parent,
+        name=name,
+        created_by=user,
+    )
+    run_id = run.pk
+    transaction.on_commit(lambda: _enqueue(run_id))
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from training.tasks import execute_training_run  # tasks imports this module
+
+    execute_training_run.enqueue(run_id)
+
+
+@transaction.atomic
+def run_log_attach(*, run: TrainingRun, log_path: str) -> TrainingRun:
+    """Record where the worker writes the run's output (the page shows its tail)."""
+    TrainingRun.objects.filter(pk=run.pk).update(log_path=log_path)
+    run.log_path = log_path
+    return run
+
+
+def _clean_values(values: dict[str, Any]) -> dict[str, float | int | None]:
+    return {
+        key: _clean_number(value)
+        for key, value in values.items()
+        if isinstance(value, int | float)
+    }
 
 
 def metric_record(
@@ -190,40 +272,60 @@ def metric_record(
 
     Non-numeric values are dropped; NaN and infinities are stored as null so that a
     diverging run still shows which metric blew up. Logging the same step again
-    (after a resume) merges into the existing row instead of duplicating it.
+    (after a resume, or a second eval log at one step) merges into the existing row
+    instead of duplicating it.
     """
+    metric_record_many(
+        run=run, rows=[{"step": step, "values": values, "epoch": epoch, "split": split}]
+    )
     run_id = run if isinstance(run, int) else run.pk
-    clean = {
-        key: _clean_number(value)
-        for key, value in values.items()
-        if isinstance(value, int | float)
-    }
-    with transaction.atomic():
-        metric, created = TrainingMetric.objects.select_for_update().get_or_create(
-            run_id=run_id,
-            step=step,
-            split=split,
-            defaults={"epoch": epoch, "values": clean},
-        )
-        if not created:
-            metric.values = {**metric.values, **clean}
-            metric.epoch = epoch if epoch is not None else metric.epoch
-            metric.save(update_fields=["values", "epoch"])
-    return metric
+    return TrainingMetric.objects.get(run_id=run_id, step=step, split=split)
 
 
 @transaction.atomic
 def metric_record_many(*, run: TrainingRun | int, rows: list[dict]) -> int:
-    """Record several logging steps in one transaction (see `metric_record`); each
-    row is a dict with step, values, and optionally epoch and split."""
+    """Record several logging steps at once (see `metric_record`); each row is a
+    dict with step, values, and optionally epoch and split.
+
+    A constant number of queries however many rows (one read of the rows already
+    there, one insert, one update): the registry callback flushes its buffer here
+    during training, where a query per row would slow small models down.
+    """
+    run_id = run if isinstance(run, int) else run.pk
+    merged: dict[tuple[int, str], dict[str, Any]] = {}
     for row in rows:
-        metric_record(
-            run=run,
-            step=row["step"],
-            values=row["values"],
-            epoch=row.get("epoch"),
-            split=row.get("split", "train"),
+        entry = merged.setdefault(
+            (row["step"], row.get("split", "train")), {"values": {}, "epoch": None}
         )
+        entry["values"].update(_clean_values(row["values"]))
+        if row.get("epoch") is not None:
+            entry["epoch"] = row["epoch"]
+    existing = {
+        (metric.step, metric.split): metric
+        for metric in TrainingMetric.objects.select_for_update().filter(
+            run_id=run_id, step__in={step for step, _ in merged}
+        )
+    }
+    created, changed = [], []
+    for (step, split), entry in merged.items():
+        metric = existing.get((step, split))
+        if metric is None:
+            created.append(
+                TrainingMetric(
+                    run_id=run_id,
+                    step=step,
+                    split=split,
+                    epoch=entry["epoch"],
+                    values=entry["values"],
+                )
+            )
+            continue
+        metric.values = {**metric.values, **entry["values"]}
+        if entry["epoch"] is not None:
+            metric.epoch = entry["epoch"]
+        changed.append(metric)
+    TrainingMetric.objects.bulk_create(created)
+    TrainingMetric.objects.bulk_update(changed, ["values", "epoch"])
     return len(rows)
 
 

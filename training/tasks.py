@@ -25,7 +25,7 @@ from pathlib import Path
 from django.conf import settings
 from django_tasks import task
 
-from training import queueing, services
+from training import services
 from training.models import RunStatus, TrainingRun
 
 POLL_SECONDS = 1.0
@@ -158,7 +158,7 @@ def execute_training_run(run_id: int) -> str:
         return f"skipped ({run.status})"
     log_path = Path(run.log_path) if run.log_path else default_log_path(run)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    run = queueing.run_log_attach(run=run, log_path=str(log_path))
+    run = services.run_log_attach(run=run, log_path=str(log_path))
     command = training_command(run)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:

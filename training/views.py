@@ -1,6 +1,6 @@
 """Run pages: the runs list, one run (live plots, warnings, log), queue and cancel.
 
-The pages render what `training.queries` reads; `static/training/run_live.js` polls
+The pages render what `training.selectors` reads; `static/training/run_live.js` polls
 the runs API to redraw the metric plots and the log tail while a run is active.
 """
 
@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
-from training import queries, queueing
+from training import selectors, services
 from training.forms import RunQueueForm
 from training.models import RunStatus, TrainingRun
 from training.recipes_catalog import RECIPES
@@ -27,7 +27,7 @@ RUN_CANCELLED = "Run {run_id} cancelled."
 RUN_CANCELLING = "Run {run_id} will stop at its next step."
 
 
-def error_page(request: HttpRequest, error: queries.AccessDenied) -> HttpResponse:
+def error_page(request: HttpRequest, error: selectors.AccessDenied) -> HttpResponse:
     return render(
         request,
         "training/error.html",
@@ -63,7 +63,7 @@ def _snapshot_url(snapshot) -> str | None:
 def run_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
     kind = request.GET.get("kind") or None
-    runs = queries.run_list(
+    runs = selectors.run_list(
         user=request.user,
         status=status if status in RunStatus.values else None,
         kind=kind if kind in TrainingRun.Kind.values else None,
@@ -72,12 +72,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
         request,
         "training/run_list.html",
         {
-            "runs": [(run, duration_text(queries.run_duration(run))) for run in runs],
+            "runs": [(run, duration_text(selectors.run_duration(run))) for run in runs],
             "statuses": RunStatus.choices,
             "kinds": TrainingRun.Kind.choices,
             "status": status,
             "kind": kind,
-            "can_queue": queries.snapshots_for_training(user=request.user).exists(),
+            "can_queue": selectors.snapshots_for_training(user=request.user).exists(),
         },
     )
 
@@ -85,31 +85,31 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     try:
-        run = queries.run_get(user=request.user, run_id=run_id)
-    except queries.AccessDenied as error:
+        run = selectors.run_get(user=request.user, run_id=run_id)
+    except selectors.AccessDenied as error:
         return error_page(request, error)
     return render(
         request,
         "training/run_detail.html",
         {
             "run": run,
-            "duration": duration_text(queries.run_duration(run)),
+            "duration": duration_text(selectors.run_duration(run)),
             "snapshot_url": _snapshot_url(run.dataset_snapshot),
             "config_json": json.dumps(run.config, indent=2, sort_keys=True),
             "summary_json": json.dumps(run.summary, indent=2, sort_keys=True),
-            "warnings": queries.run_warnings(run=run),
-            "checkpoints": queries.run_checkpoints(run=run),
-            "log": queries.run_log_tail(run=run, lines=200),
-            "active": run.status in queries.ACTIVE_STATUSES,
-            "can_cancel": queries.run_can_cancel(user=request.user, run=run),
+            "warnings": selectors.run_warnings(run=run),
+            "checkpoints": selectors.run_checkpoints(run=run),
+            "log": selectors.run_log_tail(run=run, lines=200),
+            "active": run.status in selectors.ACTIVE_STATUSES,
+            "can_cancel": selectors.run_can_cancel(user=request.user, run=run),
         },
     )
 
 
 @login_required
 def run_new(request: HttpRequest) -> HttpResponse:
-    snapshots = queries.snapshots_for_training(user=request.user)
-    parents = queries.run_list(user=request.user, status=RunStatus.SUCCEEDED)
+    snapshots = selectors.snapshots_for_training(user=request.user)
+    parents = selectors.run_list(user=request.user, status=RunStatus.SUCCEEDED)
     initial = {"snapshot": request.GET.get("snapshot"), "recipe": "sft-lora-tiny"}
     form = RunQueueForm(
         request.POST or None, initial=initial, snapshots=snapshots, parents=parents
@@ -117,7 +117,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            run = queueing.run_queue(
+            run = services.run_queue(
                 snapshot=data["snapshot"],
                 recipe=data["recipe"],
                 base_model=data["base_model"],
@@ -150,11 +150,11 @@ def run_new(request: HttpRequest) -> HttpResponse:
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     try:
-        run = queries.run_get(user=request.user, run_id=run_id)
-    except queries.AccessDenied as error:
+        run = selectors.run_get(user=request.user, run_id=run_id)
+    except selectors.AccessDenied as error:
         return error_page(request, error)
     try:
-        run = queueing.run_cancel(run=run, user=request.user)
+        run = services.run_cancel_request(run=run, user=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:

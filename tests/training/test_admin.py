@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from tests.training.webdata import HUB_MODEL, make_snapshot
-from training import queueing
+from training import services
 from training.models import RunStatus
 
 
@@ -21,7 +21,7 @@ def test_admin_lists_runs_and_cancels_the_selected_ones(
     admin_client_logged_in, project, researcher, tmp_path
 ):
     snapshot = make_snapshot(project, researcher, tmp_path)
-    run = queueing.run_queue(
+    run = services.run_queue(
         snapshot=snapshot, recipe="sft-lora-tiny", base_model=HUB_MODEL, user=researcher
     )
     client = admin_client_logged_in

@@ -9,14 +9,14 @@ from django_tasks_db.models import DBTaskResult
 from annotation.models import Role
 from annotation.services.projects import project_create
 from tests.training.webdata import HUB_MODEL, make_snapshot
-from training import queries, queueing, services
+from training import queueing, selectors, services
 from training.models import RunStatus, TrainingRun
 from training.recipes_catalog import RECIPES
 
 
 @pytest.fixture
 def run(snapshot, researcher):
-    return queueing.run_queue(
+    return services.run_queue(
         snapshot=snapshot,
         recipe="dpo-lora-sigmoid",
         base_model=HUB_MODEL,
@@ -55,7 +55,7 @@ def test_outsider_gets_404_as_if_the_run_did_not_exist(
 ):
     response = api_client_for(outsider).get(f"/api/v1/runs/{run.pk}/{suffix}")
     assert response.status_code == 404
-    assert response.json()["detail"] == queries.RUN_NOT_FOUND.format(run_id=run.pk)
+    assert response.json()["detail"] == selectors.RUN_NOT_FOUND.format(run_id=run.pk)
 
 
 @pytest.mark.parametrize("suffix", RUN_URLS)
@@ -64,7 +64,7 @@ def test_annotator_of_the_project_gets_403_with_the_reason(
 ):
     response = api_client_for(annotator).get(f"/api/v1/runs/{run.pk}/{suffix}")
     assert response.status_code == 403
-    assert response.json()["detail"] == queries.RUN_RESEARCHERS_ONLY.format(
+    assert response.json()["detail"] == selectors.RUN_RESEARCHERS_ONLY.format(
         project="demo"
     )
 
@@ -178,7 +178,7 @@ def test_task_is_enqueued_only_when_the_transaction_commits(
     snapshot, researcher, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        queueing.run_queue(
+        services.run_queue(
             snapshot=snapshot,
             recipe="sft-lora-tiny",
             base_model=HUB_MODEL,
@@ -291,6 +291,9 @@ def test_parent_run_gives_the_base_model_from_its_final_checkpoint(
     assert response.status_code == 201, response.content
     assert response.json()["base_model"] == "/out/1"
     assert response.json()["parent"] == run.pk
+    # The command resolves (and merges) the parent's model, as --parent-run does.
+    child = TrainingRun.objects.get(pk=response.json()["id"])
+    assert child.config["model"] == "" and child.config["parent_run"] == run.pk
 
 
 def test_recipes_are_listed_with_their_overrides(api_client_for, researcher):
@@ -329,7 +332,7 @@ def test_cancel_a_queued_run_ends_it_at_once(api_client_for, run, researcher):
     again = client.post(f"/api/v1/runs/{run.pk}/cancel/")
     assert again.status_code == 400
     assert again.json() == [
-        queueing.RUN_ALREADY_FINISHED.format(run_id=run.pk, status="cancelled")
+        services.RUN_ALREADY_FINISHED.format(run_id=run.pk, status="cancelled")
     ]
 
 
@@ -344,7 +347,7 @@ def test_cancel_a_running_run_asks_it_to_stop(api_client_for, run, researcher):
     assert response.json()["cancel_requested"] is True
     again = client.post(f"/api/v1/runs/{run.pk}/cancel/")
     assert again.status_code == 400
-    assert again.json() == [queueing.RUN_ALREADY_CANCELLING.format(run_id=run.pk)]
+    assert again.json() == [services.RUN_ALREADY_CANCELLING.format(run_id=run.pk)]
 
 
 def test_annotator_and_outsider_cannot_cancel(api_client_for, run, annotator, outsider):
@@ -455,12 +458,12 @@ def test_log_tail_returns_the_last_lines_and_the_last_progress_state(
     log = tmp_path / "run.log"
     lines = [f"line {i}" for i in range(500)] + ["step 1/9\rstep 5/9\rstep 9/9"]
     log.write_text("\n".join(lines) + "\n")
-    queueing.run_log_attach(run=run, log_path=str(log))
+    services.run_log_attach(run=run, log_path=str(log))
     client = api_client_for(researcher)
     data = client.get(f"/api/v1/runs/{run.pk}/log/?lines=3").json()
     assert data["exists"] is True and data["truncated"] is True
     assert data["text"] == "line 498\nline 499\nstep 9/9"
-    queueing.run_log_attach(run=run, log_path=str(tmp_path / "gone.log"))
+    services.run_log_attach(run=run, log_path=str(tmp_path / "gone.log"))
     data = client.get(f"/api/v1/runs/{run.pk}/log/").json()
     assert data["exists"] is False and data["text"] == ""
 

@@ -1,6 +1,7 @@
-"""The registry callback records what the trainer logs, exactly, and only once."""
+"""The registry callback records what the trainer logs, exactly, and only once; what
+Prefline records and prints for a DPO job equals a bare TRL run of the same job."""
 
-import json
+import importlib.util
 import re
 from io import StringIO
 from pathlib import Path
@@ -12,6 +13,14 @@ from training import services
 from training.callbacks import RegistryCallback
 from training.models import TrainingMetric, TrainingRun
 from training.progress import progress_line
+
+# Prefline's train_dpo and bare TRL (bench/dpo_bare_trl.py: same model, data, seed
+# and DPOConfig) run the same float32 CPU computation in the same order, so their
+# logged numbers agree to float32 rounding.
+RTOL = 1e-5
+ATOL = 1e-7
+# Progress lines print the loss with 4 significant digits.
+PRINTED_RTOL = 5e-4
 
 
 @pytest.fixture
@@ -110,8 +119,17 @@ def test_progress_line_counts_eta_from_steps_made_here():
     )
 
 
+def bare_trl():
+    """bench/dpo_bare_trl.py, the benchmark's bare TRL script, as a module."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "dpo_bare_trl.py"
+    spec = importlib.util.spec_from_file_location("dpo_bare_trl", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.training
-def test_recorded_and_printed_dpo_loss_equal_trls_log_history(
+def test_dpo_numbers_recorded_and_printed_equal_a_bare_trl_run_of_the_same_job(
     db, tiny_model_dir, preference_dir, tmp_path
 ):
     out = StringIO()
@@ -119,25 +137,34 @@ def test_recorded_and_printed_dpo_loss_equal_trls_log_history(
         "train_dpo", "--dataset", str(preference_dir), "--model", str(tiny_model_dir),
         "--max-steps", "3", "--logging-steps", "1", "--save-steps", "3",
         "--per-device-train-batch-size", "4", "--eval-strategy", "no",
-        "--no-gradient-checkpointing", "--output-dir", str(tmp_path / "dpo"),
+        "--no-gradient-checkpointing", "--output-dir", str(tmp_path / "prefline"),
         stdout=out,
     )  # fmt: skip
     run = TrainingRun.objects.get()
-    state = json.loads(
-        (tmp_path / "dpo" / "checkpoint-3" / "trainer_state.json").read_text()
+    _, history = bare_trl().train_bare_dpo(
+        model=str(tiny_model_dir),
+        dataset=str(preference_dir),
+        output_dir=str(tmp_path / "bare"),
+        max_steps=3,
+        batch_size=4,
+        logging_steps=1,
     )
-    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    logged = [entry for entry in history if "loss" in entry]
     assert [entry["step"] for entry in logged] == [1, 2, 3]
     printed = dict(
-        (int(step), loss)
+        (int(step), float(loss))
         for step, loss in re.findall(r"step (\d+)/3 .*\| loss (\S+)", out.getvalue())
     )
+    assert sorted(printed) == [1, 2, 3]
     for entry in logged:
-        recorded = run.metrics.get(step=entry["step"], split="train").values
-        for key, value in entry.items():
-            if key not in ("step", "epoch"):
-                assert recorded[key] == value, key
-        assert printed[entry["step"]] == f"{entry['loss']:.4g}"
+        step = entry["step"]
+        recorded = run.metrics.get(step=step, split="train").values
+        expected = {k: v for k, v in entry.items() if k not in ("step", "epoch")}
+        assert set(recorded) == set(expected), step
+        for key, value in expected.items():
+            assert recorded[key] == pytest.approx(value, rel=RTOL, abs=ATOL), key
+        # Printed with 4 significant digits.
+        assert printed[step] == pytest.approx(entry["loss"], rel=PRINTED_RTOL), step
 
 
 def test_buffered_rows_are_written_before_a_checkpoint_and_at_the_end(

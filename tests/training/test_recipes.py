@@ -73,12 +73,20 @@ def assert_recorded(run: TrainingRun, kind: str) -> ModelCheckpoint:
     return final
 
 
-def test_sft_reward_dpo_rloo_chain(tiny_model_dir, preference_dir, tmp_path):
+def test_sft_reward_dpo_rloo_chain_on_a_snapshot_of_real_judgments(
+    project, tiny_model_dir, tmp_path
+):
     import torch
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
     from transformers import AutoModelForCausalLM
 
-    common = ["--dataset", str(preference_dir)]
+    from annotation.models import Judgment
+    from tests.training.webdata import make_judged_snapshot
+
+    snapshot = make_judged_snapshot(project, tmp_path)
+    assert snapshot.status == "succeeded"
+    assert Judgment.objects.filter(comparison__project=project).count() == 32
+    common = ["--dataset", str(snapshot.pk)]
     sft = train(
         "train_sft",
         *common,
@@ -88,7 +96,7 @@ def test_sft_reward_dpo_rloo_chain(tiny_model_dir, preference_dir, tmp_path):
         str(tmp_path / "sft"),
     )
     assert_recorded(sft, "sft")
-    assert sft.dataset_path == str(preference_dir)
+    assert sft.dataset_snapshot == snapshot and sft.dataset_path == ""
 
     reward = train(
         "train_reward",
@@ -99,6 +107,7 @@ def test_sft_reward_dpo_rloo_chain(tiny_model_dir, preference_dir, tmp_path):
         str(tmp_path / "reward"),
     )
     reward_final = assert_recorded(reward, "reward")
+    assert reward.dataset_snapshot == snapshot
     reward_model = AutoPeftModelForSequenceClassification.from_pretrained(
         reward_final.path, num_labels=1
     )
@@ -113,7 +122,7 @@ def test_sft_reward_dpo_rloo_chain(tiny_model_dir, preference_dir, tmp_path):
         str(tmp_path / "dpo"),
     )
     dpo_final = assert_recorded(dpo, "dpo")
-    assert dpo.parent == sft
+    assert dpo.parent == sft and dpo.dataset_snapshot == snapshot
     # DPO started from the SFT adapter merged into a standalone model.
     assert dpo.base_model == str(tmp_path / "dpo" / "parent-merged")
     assert dpo_final.base_model == dpo.base_model
@@ -133,7 +142,13 @@ def test_sft_reward_dpo_rloo_chain(tiny_model_dir, preference_dir, tmp_path):
         str(tmp_path / "rl"),
     )
     rl_final = assert_recorded(rl, "rl")
-    assert rl.config["algorithm"] == "rloo"
+    assert rl.config["algorithm"] == "rloo" and rl.dataset_snapshot == snapshot
+    heldout = rl.metrics.get(split="eval", step=2).values
+    assert 0.0 <= heldout["eval_heldout_accuracy"] <= 1.0
+    assert (
+        rl_final.eval_metrics["eval_heldout_accuracy"]
+        == (heldout["eval_heldout_accuracy"])
+    )
 
     # The adapter loads on its base; merged, it computes the same logits.
     adapter = AutoPeftModelForCausalLM.from_pretrained(rl_final.path)
@@ -218,7 +233,9 @@ def test_grpo_smoke(tiny_model_dir, preference_dir, tmp_path):
     run = TrainingRun.objects.get(kind="rl")
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.config["algorithm"] == "grpo"
-    assert {"kl", "reward"} <= run.metrics.get(step=2).values.keys()
+    assert {"kl", "reward"} <= run.metrics.get(step=2, split="train").values.keys()
+    # GRPO gets the held-out preference accuracy too (at the last step).
+    assert "eval_heldout_accuracy" in run.metrics.get(step=2, split="eval").values
 
 
 def test_bad_dataset_fails_before_a_run_is_created(tiny_model_dir, tmp_path):

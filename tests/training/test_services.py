@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from training import services
 from training.models import RunStatus, TrainingMetric
@@ -134,6 +135,7 @@ def test_cancel_request_cancels_a_queued_run_at_once(run):
     run = services.run_cancel_request(run=run)
     assert run.status == RunStatus.CANCELLED
     assert run.cancel_requested
+    assert run.error == "Cancelled by someone before it started."
 
 
 def test_cancel_request_flags_a_running_run(run):
@@ -141,7 +143,37 @@ def test_cancel_request_flags_a_running_run(run):
     run = services.run_cancel_request(run=run)
     assert run.status == RunStatus.RUNNING
     assert run.cancel_requested
+    with pytest.raises(ValidationError, match="already being cancelled"):
+        services.run_cancel_request(run=run)
     run = services.run_cancel(run=run, reason="Cancelled from the web.")
     assert run.status == RunStatus.CANCELLED
-    with pytest.raises(ValueError, match="not running"):
+    with pytest.raises(ValidationError, match="already cancelled"):
         services.run_cancel_request(run=run)
+
+
+def test_metric_record_many_merges_rows_of_one_step_in_a_batch_and_with_the_table(
+    run, django_assert_max_num_queries
+):
+    services.metric_record(run=run, step=3, split="eval", values={"eval_loss": 0.9})
+    rows = [
+        {"step": step, "epoch": step / 10, "values": {"loss": 1.0 / step}}
+        for step in range(1, 41)
+    ]
+    rows += [
+        {"step": 3, "split": "eval", "values": {"eval_heldout_accuracy": 0.6}},
+        {"step": 3, "split": "eval", "values": {"eval_loss": 0.8, "text": "x"}},
+        {"step": 4, "split": "eval", "values": {"eval_loss": 0.7}},
+        {"step": 4, "split": "eval", "values": {"eval_heldout_accuracy": 0.5}},
+    ]
+    with django_assert_max_num_queries(6):
+        assert services.metric_record_many(run=run, rows=rows) == len(rows)
+    assert run.metrics.filter(split="train").count() == 40
+    assert run.metrics.get(step=40, split="train").epoch == 4.0
+    assert run.metrics.get(step=3, split="eval").values == {
+        "eval_loss": 0.8,
+        "eval_heldout_accuracy": 0.6,
+    }
+    assert run.metrics.get(step=4, split="eval").values == {
+        "eval_loss": 0.7,
+        "eval_heldout_accuracy": 0.5,
+    }

@@ -10,14 +10,14 @@ from django.utils.html import escape
 
 from tests.conftest import PASSWORD
 from tests.training.webdata import HUB_MODEL
-from training import queries, queueing, services
+from training import selectors, services
 from training.forms import ONLY_FOR_KINDS
 from training.models import RunStatus, TrainingRun
 
 
 @pytest.fixture
 def run(snapshot, researcher):
-    return queueing.run_queue(
+    return services.run_queue(
         snapshot=snapshot,
         recipe="rloo-lora",
         base_model=HUB_MODEL,
@@ -82,7 +82,7 @@ def test_detail_shows_provenance_config_checkpoints_and_log(run, researcher, tmp
     )
     log = tmp_path / "run.log"
     log.write_text("loading model\nstep 5/10 loss=0.3\n")
-    queueing.run_log_attach(run=run, log_path=str(log))
+    services.run_log_attach(run=run, log_path=str(log))
     response = client_for(researcher).get(f"/runs/{run.pk}/")
     assert response.status_code == 200
     html = response.content.decode()
@@ -124,7 +124,7 @@ def test_detail_for_other_roles(run, annotator, outsider):
     response = client_for(annotator).get(f"/runs/{run.pk}/")
     assert response.status_code == 403
     assert (
-        escape(queries.RUN_RESEARCHERS_ONLY.format(project="demo"))
+        escape(selectors.RUN_RESEARCHERS_ONLY.format(project="demo"))
         in response.content.decode()
     )
     response = client_for(outsider).get(f"/runs/{run.pk}/")
@@ -133,7 +133,7 @@ def test_detail_for_other_roles(run, annotator, outsider):
 
 
 def test_finished_run_has_no_cancel_button(run, researcher):
-    queueing.run_cancel(run=run, user=researcher)
+    services.run_cancel_request(run=run, user=researcher)
     html = client_for(researcher).get(f"/runs/{run.pk}/").content.decode()
     assert 'id="cancel-run"' not in html
     assert "Cancelled by res before it started." in html

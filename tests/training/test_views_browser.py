@@ -12,7 +12,7 @@ from django.test import Client
 
 from tests.conftest import PASSWORD
 from tests.training.webdata import make_snapshot
-from training import queueing, services
+from training import services
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -73,7 +73,7 @@ def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
     browser, live_server, project, researcher, tmp_path
 ):
     snapshot = make_snapshot(project, researcher, tmp_path)
-    run = queueing.run_queue(
+    run = services.run_queue(
         snapshot=snapshot,
         recipe="rloo-lora",
         base_model=HUB_MODEL,

@@ -263,7 +263,8 @@ def test_worker_side_modules_import_no_ml_library():
         "import os, sys, django\n"
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
         "django.setup()\n"
-        "import training.tasks, training.queueing, training.views, training.api.views\n"
+        "import training.tasks, training.services, training.selectors\n"
+        "import training.views, training.api.views\n"
         "heavy = ['torch', 'transformers', 'trl', 'datasets', 'peft', 'accelerate']\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )

@@ -12,8 +12,8 @@ from rest_framework import serializers
 
 from annotation.api.serializers import StrictInputSerializer
 from training.models import ModelCheckpoint, TrainingRun
-from training.queries import run_duration
 from training.recipes_catalog import RECIPES
+from training.selectors import run_duration
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):

@@ -1,6 +1,6 @@
 """Training API: runs (list, detail, queue, cancel), metrics, warnings, checkpoints.
 
-Visibility follows `training.queries`: researchers of the snapshot's project and
+Visibility follows `training.selectors`: researchers of the snapshot's project and
 superusers see a run; a project member below researcher gets 403; anyone else gets
 404. Nothing here imports torch: runs execute in a worker's subprocess.
 """
@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import queries, queueing
+from training import selectors, services
 from training.api import serializers as s
 from training.models import RunStatus, TrainingRun
 from training.pitfalls import PitfallThresholds
@@ -42,7 +42,7 @@ def access_errors():
     """Turn `AccessDenied` into 403/404 and a service's ValidationError into 400."""
     try:
         yield
-    except queries.AccessDenied as exc:
+    except selectors.AccessDenied as exc:
         raise (NotFound if exc.status == 404 else PermissionDenied)(
             exc.message
         ) from exc
@@ -68,7 +68,7 @@ class RunView(APIView):
 
     def get_run(self, run_id: int) -> TrainingRun:
         with access_errors():
-            return queries.run_get(user=self.request.user, run_id=run_id)
+            return selectors.run_get(user=self.request.user, run_id=run_id)
 
 
 RUN_FILTERS = [
@@ -109,7 +109,7 @@ class RunListView(generics.GenericAPIView):
                     ]
                 }
             )
-        runs = queries.run_list(user=request.user, status=run_status, kind=kind)
+        runs = selectors.run_list(user=request.user, status=run_status, kind=kind)
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -123,13 +123,13 @@ class RunListView(generics.GenericAPIView):
         given.is_valid(raise_exception=True)
         data = given.validated_data
         with access_errors():
-            snapshot = queries.snapshot_for_training(
+            snapshot = selectors.snapshot_for_training(
                 user=request.user, snapshot_id=data["snapshot"]
             )
             parent = None
             if data.get("parent") is not None:
-                parent = queries.run_get(user=request.user, run_id=data["parent"])
-            run = queueing.run_queue(
+                parent = selectors.run_get(user=request.user, run_id=data["parent"])
+            run = services.run_queue(
                 snapshot=snapshot,
                 recipe=data["recipe"],
                 kind=data.get("kind"),
@@ -157,7 +157,7 @@ class RunCancelView(RunView):
     def post(self, request: Request, run_id: int) -> Response:
         run = self.get_run(run_id)
         with access_errors():
-            run = queueing.run_cancel(run=run, user=request.user)
+            run = services.run_cancel_request(run=run, user=request.user)
         return Response(
             s.TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED
         )
@@ -178,7 +178,7 @@ class RunMetricsView(RunView):
     def get(self, request: Request, run_id: int) -> Response:
         run = self.get_run(run_id)
         after = _int_param(request, "after_step", None)
-        series = queries.run_metric_series(run=run, after_step=after)
+        series = selectors.run_metric_series(run=run, after_step=after)
         steps = [step for entry in series.values() for step in entry["steps"]]
         return Response(
             {
@@ -207,14 +207,14 @@ class RunWarningsView(RunView):
     def get(self, request: Request, run_id: int) -> Response:
         run = self.get_run(run_id)
         overrides = {
-            **asdict(queries.default_thresholds()),
+            **asdict(selectors.default_thresholds()),
             **{k: v for k, v in request.query_params.items() if k != "format"},
         }
         try:
             thresholds = PitfallThresholds.from_mapping(overrides)
         except ValueError as exc:
             raise serializers.ValidationError({"thresholds": [str(exc)]}) from exc
-        findings = queries.run_warnings(run=run, thresholds=thresholds)
+        findings = selectors.run_warnings(run=run, thresholds=thresholds)
         return Response(
             {
                 "run": run.pk,
@@ -230,7 +230,7 @@ class RunCheckpointsView(RunView):
     )
     def get(self, request: Request, run_id: int) -> Response:
         run = self.get_run(run_id)
-        checkpoints = queries.run_checkpoints(run=run)
+        checkpoints = selectors.run_checkpoints(run=run)
         return Response(s.ModelCheckpointSerializer(checkpoints, many=True).data)
 
 
@@ -248,7 +248,7 @@ class RunLogView(RunView):
         run = self.get_run(run_id)
         lines = _int_param(request, "lines", 200)
         lines = max(1, min(lines, MAX_LOG_LINES))
-        tail = queries.run_log_tail(run=run, lines=lines)
+        tail = selectors.run_log_tail(run=run, lines=lines)
         return Response({"run": run.pk, **asdict(tail)})
 
 

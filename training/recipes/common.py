@@ -73,8 +73,11 @@ class RunContext:
 
 def _main_process() -> tuple[bool, int]:
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # `accelerate launch --cpu` says so in the environment; AcceleratorState reads
+    # it, PartialState does not, and whichever is created first wins.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     return state.is_main_process, state.num_processes
 
 
@@ -151,26 +154,20 @@ def start_run(
     resume: bool = False,
     write: Callable[[str], None] = print,
 ) -> RunContext:
-    """Create or claim the run row, resolve its output directory and checkpoint."""
+    """Create or claim the run row, resolve its output directory and checkpoint.
+
+    Under `accelerate launch` only the main process reads what it must decide on
+    (which run, whether it may resume) and writes; it broadcasts the outcome, so
+    every process acts on the same decision and raises the same error.
+    """
     from training.data import dataset_resolve
 
     is_main, num_processes = _main_process()
     if run_id is None and resume:
-        path = (
-            Path(config.output_dir).expanduser().resolve()
-            if config.output_dir
-            else None
-        )
-        found = (
-            TrainingRun.objects.filter(kind=kind, output_dir=str(path))
-            .order_by("-id")
-            .first()
-            if path
-            else None
-        )
-        if found is None:
-            raise CommandError(RESUME_NO_RUN.format(kind=kind, path=path))
-        run_id = found.pk
+        found = _run_writing_to(config, kind) if is_main else None
+        run_id = _broadcast(found, num_processes)
+        if isinstance(run_id, str):
+            raise CommandError(run_id)
     if run_id is None:
         config.require(
             "model" if config.parent_run is None else "parent_run", "dataset"
@@ -193,15 +190,76 @@ def start_run(
     try:
         return _claim_run(config, run, kind, resume, write, is_main, num_processes)
     except (CommandError, ConfigError) as exc:
-        if is_main and run.status == RunStatus.QUEUED:
-            services.run_fail(run=run, error=str(exc))
+        if is_main:
+            run.refresh_from_db()
+            if run.status == RunStatus.QUEUED:
+                services.run_fail(run=run, error=str(exc))
         raise CommandError(str(exc)) from exc
 
 
-def _claim_run(config, run, kind, resume, write, is_main, num_processes) -> RunContext:
-    config.require("dataset")
-    if not config.model and config.parent_run is None:
-        config.require("model")
+def _run_writing_to(config: TrainConfig, kind: str) -> int | str:
+    """The newest `kind` run writing to --output-dir, or the error to raise."""
+    path = Path(config.output_dir).expanduser().resolve() if config.output_dir else None
+    found = (
+        TrainingRun.objects.filter(kind=kind, output_dir=str(path))
+        .order_by("-id")
+        .first()
+        if path
+        else None
+    )
+    if found is None:
+        return RESUME_NO_RUN.format(kind=kind, path=path)
+    return found.pk
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run starts: its checkpoint and step when resuming; or why it cannot."""
+
+    checkpoint: str | None = None
+    step: int | None = None
+    error: str = ""
+
+
+def resume_decide(
+    *,
+    run: TrainingRun,
+    output_dir: Path,
+    resume: bool,
+    host: str,
+    pid_alive: Callable[[int | None], bool] = _pid_alive,
+) -> ResumePoint:
+    """Decide whether and from where `run` resumes; call it on the main process only.
+
+    A run that is still `running` with a live process on this host must not be
+    resumed a second time. Only the main process may read that status: once it has
+    called `run_start`, the row says `running` with the main process's own pid,
+    and another process reading it then would refuse while the main one waits for
+    it (a hang under `accelerate launch`).
+    """
+    if not resume:
+        return ResumePoint()
+    found = last_checkpoint(output_dir)
+    if found is None:
+        return ResumePoint(
+            error=RESUME_NO_CHECKPOINT.format(run_id=run.pk, path=output_dir)
+        )
+    if run.status == RunStatus.RUNNING and run.host == host and pid_alive(run.pid):
+        return ResumePoint(
+            error=RESUME_STILL_RUNNING.format(run_id=run.pk, pid=run.pid)
+        )
+    checkpoint, step = found
+    return ResumePoint(checkpoint=checkpoint, step=step)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    output_dir: str
+    resume: ResumePoint
+
+
+def _claim_on_main(config, run, kind, resume, write) -> _Claim:
+    """Decide the output directory and resume point, and mark the run running."""
     output_dir = (
         Path(
             config.output_dir
@@ -211,52 +269,58 @@ def _claim_run(config, run, kind, resume, write, is_main, num_processes) -> RunC
         .expanduser()
         .resolve()
     )
-    resume_from, resume_step = None, None
-    if resume:
-        found = last_checkpoint(output_dir)
-        if found is None:
-            raise CommandError(
-                RESUME_NO_CHECKPOINT.format(run_id=run.pk, path=output_dir)
-            )
-        resume_from, resume_step = found
-        if (
-            run.status == RunStatus.RUNNING
-            and _pid_alive(run.pid)
-            and (run.host == os.uname().nodename)
-        ):
-            raise CommandError(RESUME_STILL_RUNNING.format(run_id=run.pk, pid=run.pid))
-
-    config = dataclasses.replace(
+    point = resume_decide(
+        run=run, output_dir=output_dir, resume=resume, host=os.uname().nodename
+    )
+    claim = _Claim(output_dir=str(output_dir), resume=point)
+    if point.error:
+        return claim
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = dataclasses.replace(
         config, output_dir=str(output_dir), bf16=_resolve_bf16(config)
     )
+    try:
+        services.run_start(
+            run=run,
+            kind=kind,
+            config=resolved.to_dict(),
+            output_dir=str(output_dir),
+            base_model=config.model or run.base_model,
+            pid=os.getpid(),
+            resume_step=point.step,
+        )
+    except ValueError as exc:
+        return dataclasses.replace(claim, resume=ResumePoint(error=str(exc)))
+    write(
+        f"[run {run.pk}] {kind} on "
+        f"{'snapshot ' if config.dataset.isdigit() else ''}{config.dataset} from "
+        f"{config.model or f'run {config.parent_run}'} -> {output_dir}"
+        + (f" (resuming {point.checkpoint})" if point.checkpoint else "")
+    )
+    return claim
+
+
+def _claim_run(config, run, kind, resume, write, is_main, num_processes) -> RunContext:
+    config.require("dataset")
+    if not config.model and config.parent_run is None:
+        config.require("model")
+    claim = _claim_on_main(config, run, kind, resume, write) if is_main else None
+    claim = _broadcast(claim, num_processes)
+    if claim.resume.error:
+        raise CommandError(claim.resume.error)
+    output_dir = Path(claim.output_dir)
+    if is_main:
+        run.refresh_from_db()
     ctx = RunContext(
         run=run,
-        config=config,
+        config=dataclasses.replace(
+            config, output_dir=str(output_dir), bf16=_resolve_bf16(config)
+        ),
         output_dir=output_dir,
         is_main_process=is_main,
-        resume_from=resume_from,
+        resume_from=claim.resume.checkpoint,
         write=write,
     )
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            ctx.run = services.run_start(
-                run=run,
-                kind=kind,
-                config=config.to_dict(),
-                output_dir=str(output_dir),
-                base_model=config.model or run.base_model,
-                pid=os.getpid(),
-                resume_step=resume_step,
-            )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        write(
-            f"[run {run.pk}] {kind} on "
-            f"{'snapshot ' if config.dataset.isdigit() else ''}{config.dataset} from "
-            f"{config.model or f'run {config.parent_run}'} -> {output_dir}"
-            + (f" (resuming {resume_from})" if resume_from else "")
-        )
     _wait_for_everyone(num_processes)
     return ctx
 
@@ -270,12 +334,15 @@ def _find_parent(config: TrainConfig) -> TrainingRun | None:
     return parent
 
 
-def merge_adapter(adapter_dir: str, out_dir: Path, *, sequence_classification=False):
+def merge_adapter(adapter_dir: str, out_dir: Path, *, sequence_classification=None):
     """Merge a LoRA adapter into its base model and save the result with its
-    tokenizer; return the directory."""
+    tokenizer; return the directory. The model class follows the adapter's task
+    type (a reward model's SEQ_CLS adapter merges into a sequence classifier)."""
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
     from transformers import AutoTokenizer
 
+    if sequence_classification is None:
+        sequence_classification = adapter_task_type(adapter_dir) == "SEQ_CLS"
     auto = (
         AutoPeftModelForSequenceClassification
         if sequence_classification
@@ -290,25 +357,63 @@ def merge_adapter(adapter_dir: str, out_dir: Path, *, sequence_classification=Fa
     return out_dir
 
 
-def resolve_model_path(ctx: RunContext) -> str:
-    """The model to train: --model, else the parent run's final model (merged into
-    the output directory first when it is a LoRA adapter)."""
-    if ctx.config.model:
-        return ctx.config.model
-    parent = TrainingRun.objects.get(pk=ctx.config.parent_run)
+def adapter_task_type(adapter_dir: str | Path) -> str:
+    """The PEFT task type an adapter directory was saved with ("" if unknown)."""
+    import json
+
+    config = Path(adapter_dir) / "adapter_config.json"
+    return json.loads(config.read_text()).get("task_type") or ""
+
+
+def starting_checkpoint(config: TrainConfig) -> tuple[str, str]:
+    """(path, merged directory name) of what a run starts from: --model, else the
+    final checkpoint of --parent-run. A queued run and a command resolve it here
+    alike."""
+    if config.model:
+        return config.model, "model-merged"
+    parent = TrainingRun.objects.filter(pk=config.parent_run).first()
+    if parent is None:
+        raise CommandError(RUN_MISSING.format(run_id=config.parent_run))
     checkpoint = selectors.run_final_checkpoint(run=parent)
     if checkpoint is None:
         raise CommandError(PARENT_NO_MODEL.format(run_id=parent.pk))
-    path = checkpoint.path
-    if checkpoint.is_adapter:
-        path = str(ctx.output_dir / "parent-merged")
+    return checkpoint.path, "parent-merged"
+
+
+def resolve_model_path(ctx: RunContext) -> str:
+    """The model to train: --model, else the parent run's final model.
+
+    A LoRA adapter (a parent's final checkpoint, or --model naming one) is merged
+    into its base first, into `<output dir>/parent-merged` (`model-merged`), and
+    the run trains a new adapter on that model. So the starting policy is the
+    parent's model and, with LoRA, the adapter-disabled reference of DPO and RL is
+    that model too: the SFT model, as TRL's docs recommend. (Loading an adapter
+    directory with `from_pretrained` and handing TRL a `peft_config` would train
+    a fresh adapter on the bare base instead.)
+    """
+    source, merged_name = starting_checkpoint(ctx.config)
+    path = source
+    if is_adapter_dir(source):
+        path = str(ctx.output_dir / merged_name)
         _, num_processes = _main_process()
         if ctx.is_main_process and not Path(path, "config.json").exists():
-            merge_adapter(checkpoint.path, Path(path))
+            merge_adapter(source, Path(path))
         _wait_for_everyone(num_processes)
-    if ctx.is_main_process:
+    if ctx.is_main_process and ctx.run.base_model != path:
         ctx.run = services.run_base_model_set(run=ctx.run, base_model=path)
     return path
+
+
+def seed(ctx: RunContext) -> None:
+    """Seed Python, NumPy and torch from --seed before anything random is built.
+
+    The Trainer seeds itself only in its own __init__, after TRL has wrapped the
+    model in a new LoRA adapter (and after a reward model's new score head was
+    initialised), so without this those weights would differ from run to run.
+    """
+    from transformers import set_seed
+
+    set_seed(ctx.config.seed)
 
 
 def load_causal_lm(ctx: RunContext):

@@ -57,6 +57,7 @@ def main(config: DPORunConfig, *, run_id=None, resume=False, write=print):
         config, kind=RunKind.DPO, run_id=run_id, resume=resume, write=write
     )
     with common.run_guard(ctx):
+        common.seed(ctx)
         path, model, tokenizer, ref_model = load_model(ctx)
         data = common.load_data(ctx, "dpo")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, ref_model, data)

@@ -53,6 +53,7 @@ def main(config: RewardRunConfig, *, run_id=None, resume=False, write=print):
         config, kind=RunKind.REWARD, run_id=run_id, resume=resume, write=write
     )
     with common.run_guard(ctx):
+        common.seed(ctx)
         path, model, tokenizer = load_model(ctx)
         data = common.load_data(ctx, "reward")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, data)

@@ -91,7 +91,58 @@ def build_trainer(ctx, path, model, tokenizer, reward_model, reward_tokenizer, d
         peft_config=common.peft_config(config),
     )
     registry = common.attach_callbacks(trainer, ctx, base_model=path)
+    add_heldout_callback(trainer, ctx, tokenizer)
     return trainer, registry
+
+
+def heldout_pairs(ctx: common.RunContext) -> tuple[list[dict], str]:
+    """A fixed sample of the dataset's held-out preference pairs, or why none."""
+    from training.data import DatasetError, load_stage_data
+
+    config: RLRunConfig = ctx.config
+    if config.heldout_pairs == 0:
+        return [], "heldout_pairs is 0"
+    try:
+        pairs = load_stage_data(
+            config.dataset,
+            "dpo",
+            train_split=config.dataset_train_split,
+            test_split=config.dataset_test_split,
+        ).eval
+    except DatasetError as exc:
+        return [], f"the dataset has no preference pairs ({exc})"
+    if pairs is None:
+        return [], f"the dataset has no {config.dataset_test_split!r} split"
+    count = min(config.heldout_pairs, len(pairs))
+    return list(pairs.shuffle(seed=config.seed).select(range(count))), ""
+
+
+def add_heldout_callback(trainer, ctx: common.RunContext, tokenizer) -> None:
+    """Measure the policy's held-out preference accuracy (training.heldout)."""
+    from training.heldout import HeldoutPreferenceCallback, tokenize_pairs
+
+    config: RLRunConfig = ctx.config
+    rows, reason = heldout_pairs(ctx)
+    if not rows:
+        if ctx.is_main_process:
+            ctx.write(f"[run {ctx.run.pk}] held-out preference accuracy off: {reason}")
+        return
+    every = config.heldout_steps or config.eval_steps or config.save_steps
+    trainer.add_callback(
+        HeldoutPreferenceCallback(
+            trainer=trainer,
+            pairs=tokenize_pairs(rows, tokenizer, max_length=config.max_length),
+            every=every,
+            temperature=config.temperature,
+            batch_size=config.per_device_eval_batch_size,
+            write=ctx.write,
+        )
+    )
+    if ctx.is_main_process:
+        ctx.write(
+            f"[run {ctx.run.pk}] held-out preference accuracy on {len(rows)} pairs "
+            f"every {every} steps"
+        )
 
 
 def main(config: RLRunConfig, *, run_id=None, resume=False, write=print):
@@ -99,6 +150,7 @@ def main(config: RLRunConfig, *, run_id=None, resume=False, write=print):
         config, kind=RunKind.RL, run_id=run_id, resume=resume, write=write
     )
     with common.run_guard(ctx):
+        common.seed(ctx)
         ctx.config.require("reward_model")
         path, model, tokenizer = common.load_causal_lm(ctx)
         reward_model, reward_tokenizer = load_reward_model(ctx)

@@ -38,6 +38,7 @@ def main(config: SFTRunConfig, *, run_id=None, resume=False, write=print):
         config, kind=RunKind.SFT, run_id=run_id, resume=resume, write=write
     )
     with common.run_guard(ctx):
+        common.seed(ctx)
         path, model, tokenizer = common.load_causal_lm(ctx)
         data = common.load_data(ctx, "sft")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
