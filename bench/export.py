@@ -2,32 +2,49 @@
 
 Usage (PostgreSQL on 127.0.0.1:5432, user postgres):
 
-    .venv/bin/python bench/export.py                 # 100k and 1M judgments
-    .venv/bin/python bench/export.py --sizes 20000   # a quick run
+    .venv/bin/python bench/export.py                   # 100k and 1M judgments
+    .venv/bin/python bench/export.py --sizes 20000     # a quick run
+    .venv/bin/python bench/export.py --reuse           # keep a database seeded before
 
-It creates its own database (`prefline_bench_export`, dropped and re-created), runs
-the migrations, bulk-inserts each size with one `generate_series` INSERT per table
-(4 judgments per comparison from 20 annotators, one comparison per prompt), then, for
-each size, in fresh child processes:
+It creates its own database (`--database`, default `prefline_bench_export`; dropped
+and re-created unless `--reuse` finds it seeded), runs the migrations, bulk-inserts
+each size with one `generate_series` INSERT per table (4 judgments per comparison
+from 20 annotators, one comparison per prompt), then, for each size, in fresh child
+processes (so peak RSS is per measurement):
 
-- export: the real `snapshot_export` (standard preference format, majority, 10%
-  held out): one consistent read, Parquet + JSONL + DatasetDict + hygiene + card;
-- floor: pyarrow writing the same columns (read back into memory first, untimed) with
-  the same Parquet settings: what writing Parquet costs with no database and no
-  aggregation at all.
+- `export_parquet`: the real `build_files` (standard preference format, majority,
+  10% held out) writing only Parquet (`files=("parquet",)`), with everything a
+  snapshot needs beside it: hygiene report, card, judgment ids, checksums;
+- `export_all`: the same writing every file kind (Parquet, JSONL, `datasets` folder);
+- `floor_parquet`: pyarrow writing the same Parquet tables (read into memory first,
+  untimed) with the same settings and row groups; its files must be byte-identical
+  to the export's, which the run checks;
+- `floor_all`: from memory, every large output the export writes: the same Parquet,
+  the JSONL bytes (already encoded, so only written), the Arrow IPC streams of the
+  `datasets` folder, and the sha256 of all of them (SHA256SUMS is an output too);
+- `reads`: the database part alone: the first pass (`export_plan`) and the second
+  pass's text reads (`read_prompts`, `read_responses`) with nothing built or written.
 
-Reported: wall time, rows/s and judgments/s, peak RSS of each child (ru_maxrss), the
-export's stage timings, the ratio export/floor (target: within 3x for the database to
-Parquet stage), and time per judgment at each size (linearity). Writes
-`bench/results/export.json`.
+Each child first imports what the export loads lazily (pyarrow modules, xxhash,
+`datasets` when written), as a worker process that has exported once has; that
+fixed cost is reported apart (`imports_s`), not in the timings.
+
+Reported per size: wall time, rows/s, judgments/s, peak RSS (ru_maxrss of each
+child), CPU seconds of the exporting process and of its PostgreSQL backend
+(/proc, local server only), the export's stage timings, the ratios (a)
+export_parquet / floor_parquet and (b) export_all / floor_all (targets: within 3x),
+and microseconds per judgment at each size (linearity). Timings are the best of
+`--repeat` runs. Writes `bench/results/export.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,16 +52,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH_DB = "prefline_bench_export"
 BASE_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 N_ANNOTATORS = 20
 VOTES_PER_COMPARISON = 4
+FLOOR_REPEAT = 3
 
 
-def bench_env(data_dir: Path) -> dict:
+def bench_env(database: str, data_dir: Path) -> dict:
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=f"{BASE_URL}/{BENCH_DB}",
+        DATABASE_URL=f"{BASE_URL}/{database}",
         PREFLINE_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="config.settings",
         DEBUG="1",
@@ -54,18 +71,19 @@ def bench_env(data_dir: Path) -> dict:
     return env
 
 
-def create_database(env: dict) -> None:
-    import psycopg
+def create_database(database: str, env: dict, *, reuse: bool) -> bool:
+    """(Re)create and migrate the bench database; True when it must be seeded."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from _postgres import create_database as create
 
-    with psycopg.connect(f"{BASE_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+    fresh = create(f"{BASE_URL}/postgres", database, reuse=reuse)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"],
         env=env,
         cwd=REPO,
         check=True,
     )
+    return fresh
 
 
 SEED_SQL = """
@@ -94,9 +112,9 @@ FROM annotation_prompt q JOIN annotation_project p ON p.id = q.project_id
 CROSS JOIN (VALUES ('a'), ('b')) AS sides(side)
 WHERE p.slug = '{slug}';
 INSERT INTO annotation_comparison (project_id, prompt_id, response_a_id, response_b_id,
-    priority, origin, judgment_count, lease_count, random_key, created_at)
+    priority, origin, judgment_count, lease_count, random_key, created_at{counters})
 SELECT q.project_id, q.id, min(r.id), max(r.id), 0, 'import', {votes}, 0, random(),
-       now()
+       now(){zeros}
 FROM annotation_prompt q JOIN annotation_project p ON p.id = q.project_id
 JOIN annotation_response r ON r.prompt_id = q.id
 WHERE p.slug = '{slug}' GROUP BY q.id, q.project_id;
@@ -117,24 +135,83 @@ ANALYZE;
 """
 
 
-def seed(slug: str, judgments: int) -> float:
+def seed(database: str, slug: str, judgments: int) -> float | None:
+    """Insert one bench project; None when it is already there (`--reuse`)."""
     import psycopg
 
-    start = time.perf_counter()
-    sql = SEED_SQL.format(
-        slug=slug,
-        comparisons=judgments // VOTES_PER_COMPARISON,
-        votes=VOTES_PER_COMPARISON,
-        annotators=N_ANNOTATORS,
-    )
-    with psycopg.connect(f"{BASE_URL}/{BENCH_DB}", autocommit=True) as conn:
+    with psycopg.connect(f"{BASE_URL}/{database}", autocommit=True) as conn:
+        if conn.execute(
+            "SELECT 1 FROM annotation_project WHERE slug = %s", [slug]
+        ).fetchone():
+            return None
+        start = time.perf_counter()
+        # Counter columns the queue keeps (NOT NULL, no database default): zero.
+        counters = [
+            name
+            for (name,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'annotation_comparison' AND is_nullable = 'NO' "
+                "AND column_default IS NULL AND column_name LIKE %s "
+                "AND column_name NOT IN ('judgment_count', 'lease_count') "
+                "ORDER BY column_name",
+                ["%\\_count"],
+            ).fetchall()
+        ]
+        sql = SEED_SQL.format(
+            slug=slug,
+            comparisons=judgments // VOTES_PER_COMPARISON,
+            votes=VOTES_PER_COMPARISON,
+            annotators=N_ANNOTATORS,
+            counters="".join(f", {c}" for c in counters),
+            zeros=", 0" * len(counters),
+        )
         for statement in sql.split(";\n"):
             if statement.strip():
                 conn.execute(statement)
     return time.perf_counter() - start
 
 
-def child_export(slug: str, out: str) -> dict:
+# --- children -----------------------------------------------------------------------
+
+
+def _preimport(files: str) -> float:
+    """Import what an export loads lazily, as a worker that exported before has;
+    return the seconds it took (reported apart: a fixed cost per process)."""
+    import importlib
+
+    start = time.perf_counter()
+    names = ["pyarrow.compute", "pyarrow.json", "pyarrow.parquet", "xxhash"]
+    names += ["exports.columns", "exports.jsonlines", "tokenizers"]
+    if "datasets" in files:
+        names.append("datasets")
+    for name in names:
+        importlib.import_module(name)
+    return time.perf_counter() - start
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _backend_cpu():
+    """CPU seconds of this process's PostgreSQL backend (None if not readable)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+
+    def read():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read
+
+
+def child_export(slug: str, out: str, files: str) -> dict:
     import logging
 
     import django
@@ -155,41 +232,137 @@ def child_export(slug: str, out: str) -> dict:
     logger.setLevel(logging.INFO)
     logger.addHandler(Capture())
     project = Project.objects.get(slug=slug)
+    imports_s = _preimport(files)
+    backend = _backend_cpu()
+    db0, cpu0 = backend(), time.process_time()
     start = time.perf_counter()
     snapshot = snapshot_export(
-        project=project, user=None, config=ExportConfig(), out_dir=Path(out)
+        project=project,
+        user=None,
+        config=ExportConfig(files=tuple(files.split(","))),
+        out_dir=Path(out),
     )
     wall = time.perf_counter() - start
+    db1 = backend()
     return {
         "wall_s": wall,
+        "cpu_s": time.process_time() - cpu0,
+        "db_cpu_s": None if db0 is None or db1 is None else db1 - db0,
         "stages_s": stages,
+        "imports_s": imports_s,
         "rows": sum(snapshot.counts.values()),
-        "judgments": len(snapshot.judgment_ids),
+        "judgments": snapshot.judgment_count,
         "dropped": snapshot.dropped,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
-def child_floor(out: str, target: str) -> dict:
-    import pyarrow.parquet as pq
+def child_reads(slug: str) -> dict:
+    """The database part of an export alone: first pass and text reads."""
+    import django
+    import numpy as np
 
-    from exports.writers import BATCH_ROWS, PARQUET_OPTIONS
+    django.setup()
+    from annotation.models import Project
+    from exports.arrays import distinct
+    from exports.formats import ExportConfig
+    from exports.selectors import (
+        consistent_read,
+        export_plan,
+        read_prompts,
+        read_responses,
+    )
 
-    tables = {p.stem: pq.read_table(p) for p in sorted(Path(out, "parquet").glob("*"))}
-    Path(target).mkdir(parents=True)
+    project = Project.objects.get(slug=slug)
+    _preimport("")
+    backend = _backend_cpu()
+    db0, cpu0 = backend(), time.process_time()
     start = time.perf_counter()
-    for split, table in tables.items():
-        pq.write_table(
-            table,
-            Path(target, f"{split}.parquet"),
-            row_group_size=BATCH_ROWS,
-            **PARQUET_OPTIONS,
-        )
+    with consistent_read():
+        plan = export_plan(project, ExportConfig())
+        plan_s = time.perf_counter() - start
+        for index in plan.batches():
+            read_prompts(distinct(plan.prompt_ids[index]))
+            read_responses(
+                distinct(
+                    np.concatenate([plan.first_ids[index], plan.second_ids[index]])
+                )
+            )
     wall = time.perf_counter() - start
+    db1 = backend()
     return {
         "wall_s": wall,
+        "plan_s": plan_s,
+        "texts_s": wall - plan_s,
+        "cpu_s": time.process_time() - cpu0,
+        "db_cpu_s": None if db0 is None or db1 is None else db1 - db0,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def child_floor(out: str, target: str, kinds: str) -> dict:
+    """Write, from memory, what the export wrote (best of FLOOR_REPEAT)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(REPO))
+    from exports.writers import PARQUET_OPTIONS, ROW_GROUP_ROWS
+
+    splits = sorted(p.stem for p in Path(out, "parquet").glob("*.parquet"))
+    tables = {s: pq.read_table(Path(out, "parquet", f"{s}.parquet")) for s in splits}
+    jsonl = {}
+    arrow_schema = {}
+    if kinds == "all":
+        jsonl = {s: Path(out, "jsonl", f"{s}.jsonl").read_bytes() for s in splits}
+        for s in splits:
+            with pa.ipc.open_stream(Path(out, s, "data-00000-of-00001.arrow")) as r:
+                arrow_schema[s] = r.schema
+
+    def write(path: Path, data) -> None:
+        # Each output is produced once in memory, hashed there and written once.
+        if kinds == "all":
+            hashlib.sha256(data).hexdigest()
+        path.write_bytes(data)
+
+    best = None
+    for _ in range(FLOOR_REPEAT):
+        shutil.rmtree(target, ignore_errors=True)
+        Path(target).mkdir(parents=True)
+        start = time.perf_counter()
+        for split, table in tables.items():
+            if kinds != "all":
+                pq.write_table(
+                    table,
+                    Path(target, f"{split}.parquet"),
+                    row_group_size=ROW_GROUP_ROWS,
+                    **PARQUET_OPTIONS,
+                )
+                continue
+            sink = pa.BufferOutputStream()
+            pq.write_table(
+                table, sink, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS
+            )
+            write(Path(target, f"{split}.parquet"), sink.getvalue())
+            write(Path(target, f"{split}.jsonl"), jsonl[split])
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, arrow_schema[split]) as writer:
+                writer.write_table(
+                    pa.Table.from_arrays(table.columns, schema=arrow_schema[split]),
+                    max_chunksize=ROW_GROUP_ROWS,
+                )
+            write(Path(target, f"{split}.arrow"), sink.getvalue())
+        wall = time.perf_counter() - start
+        best = wall if best is None else min(best, wall)
+    identical = all(
+        Path(target, f"{s}.parquet").read_bytes()
+        == Path(out, "parquet", f"{s}.parquet").read_bytes()
+        for s in splits
+    )
+    return {
+        "wall_s": best,
         "rows": sum(t.num_rows for t in tables.values()),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parquet_identical_to_export": identical,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -198,18 +371,106 @@ def run_child(env: dict, *args: str) -> dict:
         [sys.executable, __file__, *args],
         env=env,
         cwd=REPO,
-        check=True,
         capture_output=True,
         text=True,
     )
+    if result.returncode:
+        sys.exit(f"child {args} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def best_of(n: int, env: dict, work: Path, make_args) -> dict:
+    runs = []
+    for i in range(n):
+        out = work / f"run-{time.monotonic_ns()}-{i}"
+        runs.append(run_child(env, *make_args(out)))
+        shutil.rmtree(out, ignore_errors=True)
+    best = min(runs, key=lambda r: r["wall_s"])
+    best["walls_s"] = [r["wall_s"] for r in runs]
+    return best
+
+
+def measure(n: int, env: dict, work: Path, repeat: int) -> dict:
+    slug = f"bench-{n}"
+    results = {}
+    for kind, files in (("export_parquet", "parquet"), ("export_all", "")):
+        files = files or "parquet,jsonl,datasets"
+        results[kind] = best_of(
+            repeat,
+            env,
+            work,
+            lambda out, files=files: ("--child-export", slug, str(out), files),
+        )
+    keep = work / f"keep-{n}"
+    shutil.rmtree(keep, ignore_errors=True)
+    run_child(env, "--child-export", slug, str(keep), "parquet,jsonl,datasets")
+    for kind, kinds in (("floor_parquet", "parquet"), ("floor_all", "all")):
+        results[kind] = run_child(
+            env, "--child-floor", str(keep), str(work / f"floor-{n}"), kinds
+        )
+    shutil.rmtree(keep, ignore_errors=True)
+    results["reads"] = best_of(repeat, env, work, lambda out: ("--child-reads", slug))
+    e, f = results["export_parquet"], results["floor_parquet"]
+    a, g = results["export_all"], results["floor_all"]
+    return {
+        "judgments": n,
+        "comparisons": n // VOTES_PER_COMPARISON,
+        **results,
+        "ratio_parquet_to_floor": e["wall_s"] / f["wall_s"],
+        "ratio_all_to_floor": a["wall_s"] / g["wall_s"],
+        "us_per_judgment_parquet": e["wall_s"] / n * 1e6,
+        "us_per_judgment_all": a["wall_s"] / n * 1e6,
+    }
+
+
+def print_report(results: list[dict]) -> None:
+    header = (
+        f"{'judgments':>10} {'rows':>8} {'what':>15} {'wall s':>7} {'floor s':>8} "
+        f"{'x floor':>8} {'rows/s':>9} {'judg/s':>9} {'cpu s':>6} {'db cpu s':>8} "
+        f"{'RSS MB':>7} {'us/judg':>8}"
+    )
+    print(header)
+    for r in results:
+        for kind, floor in (
+            ("export_parquet", "floor_parquet"),
+            ("export_all", "floor_all"),
+        ):
+            e, f = r[kind], r[floor]
+            db = "-" if e["db_cpu_s"] is None else f"{e['db_cpu_s']:.2f}"
+            print(
+                f"{r['judgments']:>10} {e['rows']:>8} {kind:>15} {e['wall_s']:>7.2f} "
+                f"{f['wall_s']:>8.2f} {e['wall_s'] / f['wall_s']:>8.1f} "
+                f"{e['rows'] / e['wall_s']:>9.0f} {r['judgments'] / e['wall_s']:>9.0f} "
+                f"{e['cpu_s']:>6.2f} {db:>8} {e['peak_rss_mb']:>7.0f} "
+                f"{e['wall_s'] / r['judgments'] * 1e6:>8.2f}"
+            )
+        reads = r["reads"]
+        print(
+            f"{'':>10} {'':>8} {'reads only':>15} {reads['wall_s']:>7.2f} "
+            f"(first pass {reads['plan_s']:.2f} s, texts {reads['texts_s']:.2f} s, "
+            f"db cpu {reads['db_cpu_s'] or 0:.2f} s)"
+        )
+    for r in results:
+        for kind in ("export_parquet", "export_all"):
+            stages = {k: round(v, 3) for k, v in r[kind]["stages_s"].items()}
+            print(f"stages {kind} at {r['judgments']}: {stages}")
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        scale = large["judgments"] / small["judgments"]
+        for kind in ("export_parquet", "export_all"):
+            grow = large[kind]["wall_s"] / small[kind]["wall_s"]
+            print(f"linearity {kind}: x{scale:.0f} judgments -> x{grow:.1f} time")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="Judgment counts.")
-    parser.add_argument("--child-export", nargs=2, metavar=("SLUG", "OUT"))
-    parser.add_argument("--child-floor", nargs=2, metavar=("OUT", "TARGET"))
+    parser.add_argument("--database", default="prefline_bench_export")
+    parser.add_argument("--reuse", action="store_true", help="Keep a seeded database.")
+    parser.add_argument("--repeat", type=int, default=1, help="Best of N runs.")
+    parser.add_argument("--child-export", nargs=3, metavar=("SLUG", "OUT", "FILES"))
+    parser.add_argument("--child-floor", nargs=3, metavar=("OUT", "TARGET", "KINDS"))
+    parser.add_argument("--child-reads", nargs=1, metavar="SLUG")
     args = parser.parse_args()
     if args.child_export:
         print(json.dumps(child_export(*args.child_export)))
@@ -217,61 +478,27 @@ def main() -> None:
     if args.child_floor:
         print(json.dumps(child_floor(*args.child_floor)))
         return
+    if args.child_reads:
+        print(json.dumps(child_reads(*args.child_reads)))
+        return
 
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="prefline-bench-export-"))
-    env = bench_env(work / "data")
-    create_database(env)
+    env = bench_env(args.database, work / "data")
+    create_database(args.database, env, reuse=args.reuse)
     results = []
     for n in sizes:
-        slug = f"bench-{n}"
-        seed_s = seed(slug, n)
-        out = work / f"export-{n}"
-        export = run_child(env, "--child-export", slug, str(out))
-        floor = run_child(env, "--child-floor", str(out), str(work / f"floor-{n}"))
-        to_parquet = export["stages_s"].get("plan", 0) + export["stages_s"].get(
-            "rows_parquet_jsonl", 0
-        )
-        results.append(
-            {
-                "judgments": n,
-                "comparisons": n // VOTES_PER_COMPARISON,
-                "seed_s": seed_s,
-                "export": export,
-                "floor": floor,
-                "ratio_total_to_floor": export["wall_s"] / floor["wall_s"],
-                "ratio_db_to_parquet_to_floor": to_parquet / floor["wall_s"],
-                "us_per_judgment": export["wall_s"] / n * 1e6,
-            }
-        )
+        seed_s = seed(args.database, f"bench-{n}", n)
+        results.append({"seed_s": seed_s, **measure(n, env, work, args.repeat)})
         print(f"done {n}", file=sys.stderr)
-
-    header = (
-        f"{'judgments':>10} {'rows':>8} {'export s':>9} {'db->parquet s':>14} "
-        f"{'floor s':>8} {'x floor':>8} {'x floor(db->pq)':>16} {'rows/s':>9} "
-        f"{'judg/s':>9} {'RSS MB':>7} {'us/judg':>8}"
-    )
-    print(header)
-    for r in results:
-        e = r["export"]
-        db_pq = e["stages_s"].get("plan", 0) + e["stages_s"].get(
-            "rows_parquet_jsonl", 0
-        )
-        print(
-            f"{r['judgments']:>10} {e['rows']:>8} {e['wall_s']:>9.2f} {db_pq:>14.2f} "
-            f"{r['floor']['wall_s']:>8.2f} {r['ratio_total_to_floor']:>8.1f} "
-            f"{r['ratio_db_to_parquet_to_floor']:>16.1f} "
-            f"{e['rows'] / e['wall_s']:>9.0f} {r['judgments'] / e['wall_s']:>9.0f} "
-            f"{e['peak_rss_mb']:>7.0f} {r['us_per_judgment']:>8.1f}"
-        )
-    for r in results:
-        print(f"stages at {r['judgments']}: {r['export']['stages_s']}")
+    print_report(results)
     out_path = REPO / "bench" / "results" / "export.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(
         json.dumps({"cpu_count": os.cpu_count(), "runs": results}, indent=2)
     )
     print(f"written {out_path}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
     list_filter = ("status", "format", "project")
     search_fields = ("name", "content_sha256")
     readonly_fields = [f.name for f in DatasetSnapshot._meta.fields]
-    exclude = ("judgment_ids",)
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -86,6 +86,15 @@ def render_card(
     share = bias["share_chosen_longer"]
     share_text = "n/a" if share is None else f"{share:.3f}"
     leak = hygiene["leakage"]
+    files_text = {
+        ("parquet",): "The rows are in `parquet/`.",
+        ("parquet", "jsonl"): "The same rows are in `parquet/` and `jsonl/`.",
+        ("parquet", "datasets"): "The rows are in `parquet/` and the `datasets` "
+        "folders.",
+    }.get(
+        tuple(config.files),
+        "The same rows are in `parquet/`, `jsonl/` and the `datasets` folders.",
+    )
     settings = json.dumps(
         {"format": config.format, **config.filters_dict(), **config.policy_dict()},
         indent=2,
@@ -97,7 +106,8 @@ def render_card(
 Pairwise human judgments from the Prefline project `{project_slug}`, aggregated with
 the **{config.policy}** policy into rows for TRL's {trainers}. Built from {judgments}
 judgments. Prompts are split by their normalised text (seed {config.seed}, held-out
-fraction {config.heldout_fraction}); evaluation prompts never enter a training split.
+fraction {config.heldout_fraction}); evaluation prompts, and prompts whose normalised
+text equals one, never enter a split.
 
 ## Splits
 
@@ -106,6 +116,8 @@ fraction {config.heldout_fraction}); evaluation prompts never enter a training s
 {count_rows}
 
 ## Dropped comparisons
+
+Counted in comparisons (a comparison gives one row, two in the unpaired format).
 
 | reason | comparisons |
 |---|---|
@@ -125,8 +137,9 @@ dataset = load_from_disk("path/to/this/folder")
 # or: load_dataset("parquet", data_files={{"train": "parquet/train.parquet"}})
 ```
 
-The same rows are in `parquet/` and `jsonl/`. `hygiene.json` holds the full hygiene
-report; `SHA256SUMS` lists the checksum of every file.
+{files_text} `judgment_ids.parquet` lists the ids of the {judgments}
+judgments behind the rows. `hygiene.json` holds the full hygiene report;
+`SHA256SUMS` lists the checksum of every file.
 
 ## Hygiene summary
 

@@ -11,17 +11,23 @@ share or Dawid-Skene posterior). TRL's trainers ignore columns they do not know.
   rejected (one assistant message each); multi-turn prompts are kept whole
 - `unpaired`       (KTOTrainer): prompt, completion (strings), label (bool)
 - `sft`            (SFTTrainer): messages, or prompt/completion strings
+
+`ExportConfig.files` chooses the file kinds a snapshot holds: Parquet always, JSONL
+and the `datasets` folder by default too.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from exports.aggregation import BOTH_BAD, FIRST, POLICIES, SECOND
+from exports.aggregation import POLICIES
 
 FORMATS = ("preference", "conversational", "unpaired", "sft")
 SFT_STYLES = ("messages", "prompt_completion")
 SPLITS = ("train", "test")
+# File kinds a snapshot can hold. Parquet is always written (the card's data files);
+# JSONL and the `datasets` folder (load_from_disk) can be left out.
+FILE_KINDS = ("parquet", "jsonl", "datasets")
 
 BAD_FORMAT = "Unknown format {value!r}; choose one of: " + ", ".join(FORMATS)
 BAD_POLICY = "Unknown policy {value!r}; choose one of: " + ", ".join(POLICIES)
@@ -32,6 +38,10 @@ BAD_MIN_VOTES = "min_votes must be at least 1, got {value!r}."
 BAD_MAX_CHARS = "max_chars must be at least 1, got {value!r}."
 TOKENS_NEED_TOKENIZER = (
     "max_tokens needs tokenizer_path (a tokenizer.json or its folder)."
+)
+BAD_FILES = (
+    "files must be kinds among " + ", ".join(FILE_KINDS) + " including parquet, "
+    "got {value!r}."
 )
 
 
@@ -51,9 +61,18 @@ class ExportConfig:
     max_chars: int = 20_000
     tokenizer_path: str = ""
     max_tokens: int | None = None
+    files: tuple[str, ...] = FILE_KINDS
 
     def __post_init__(self) -> None:
         errors = {}
+        # Stored as a JSON list; kept in the canonical order, so equal sets compare.
+        kinds = tuple(self.files) if not isinstance(self.files, str) else (self.files,)
+        if "parquet" not in kinds or not set(kinds) <= set(FILE_KINDS):
+            errors["files"] = BAD_FILES.format(value=self.files)
+        else:
+            object.__setattr__(
+                self, "files", tuple(k for k in FILE_KINDS if k in kinds)
+            )
         if self.format not in FORMATS:
             errors["format"] = BAD_FORMAT.format(value=self.format)
         if self.policy not in POLICIES:
@@ -79,7 +98,7 @@ class ExportConfig:
 
     def policy_dict(self) -> dict:
         return {
-            k: v
+            k: list(v) if isinstance(v, tuple) else v
             for k, v in asdict(self).items()
             if k not in self.FILTER_FIELDS and k != "format"
         }
@@ -92,175 +111,6 @@ class ExportConfig:
         known = {f.name for f in fields(cls)}
         merged = {**policy, **filters, "format": format}
         return cls(**{k: v for k, v in merged.items() if k in known})
-
-
-def render_prompt(messages: list[dict]) -> str:
-    """Flatten a conversation into the plain-text prompt of the standard formats.
-
-    A single user turn is its text as it is. Anything longer (a system message,
-    earlier turns) is written as a transcript ending in an open assistant turn, in the
-    "Human/Assistant" style of the Anthropic HH data, so no turn is lost.
-    """
-    if len(messages) == 1 and messages[0].get("role") == "user":
-        return messages[0]["content"]
-    names = {"system": "System", "user": "Human", "assistant": "Assistant"}
-    turns = [
-        f"{names.get(m['role'], m['role'].title())}: {m['content']}" for m in messages
-    ]
-    return "\n\n".join(turns) + "\n\nAssistant:"
-
-
-def prompt_messages(messages: list[dict]) -> list[dict]:
-    """Keep only role and content, in that key order (stable bytes)."""
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-@dataclass(slots=True)
-class LabelledPair:
-    """One aggregated comparison with its texts, as the row builders need it."""
-
-    prompt_id: int
-    comparison_id: int
-    messages: list
-    first_id: int
-    first_text: str
-    second_id: int
-    second_text: str
-    label: int
-    counts: list  # votes for first, second, tie, both_bad
-    agreement: float
-    confidence: float
-
-    def oriented(self) -> tuple[int, str, int, str, int, int]:
-        """Return (chosen id, text, rejected id, text, votes chosen, votes rejected)."""
-        if self.label == SECOND:
-            return (
-                self.second_id,
-                self.second_text,
-                self.first_id,
-                self.first_text,
-                self.counts[1],
-                self.counts[0],
-            )
-        return (
-            self.first_id,
-            self.first_text,
-            self.second_id,
-            self.second_text,
-            self.counts[0],
-            self.counts[1],
-        )
-
-
-def _votes(pair: LabelledPair, for_chosen: int, for_rejected: int) -> dict:
-    return {
-        "votes_chosen": int(for_chosen),
-        "votes_rejected": int(for_rejected),
-        "votes_tie": int(pair.counts[2]),
-        "votes_both_bad": int(pair.counts[3]),
-        "n_votes": int(sum(pair.counts)),
-        "agreement": float(pair.agreement),
-        "confidence": float(pair.confidence),
-    }
-
-
-def _assistant(text: str) -> list[dict]:
-    return [{"role": "assistant", "content": text}]
-
-
-def rows_for(
-    pair: LabelledPair, config: ExportConfig, sft_seen: set[int] | None = None
-) -> list[dict]:
-    """Build the output rows of one labelled pair in the configured format."""
-    if pair.label not in (FIRST, SECOND):
-        if pair.label == BOTH_BAD and config.format == "unpaired":
-            return _both_bad_negatives(pair)
-        return []
-    chosen_id, chosen, rejected_id, rejected, v_chosen, v_rejected = pair.oriented()
-    ids = {"prompt_id": pair.prompt_id, "comparison_id": pair.comparison_id}
-    if config.format in ("preference", "conversational"):
-        if config.format == "preference":
-            texts = {
-                "prompt": render_prompt(pair.messages),
-                "chosen": chosen,
-                "rejected": rejected,
-            }
-        else:
-            texts = {
-                "prompt": prompt_messages(pair.messages),
-                "chosen": _assistant(chosen),
-                "rejected": _assistant(rejected),
-            }
-        return [
-            {
-                **texts,
-                **ids,
-                "chosen_response_id": chosen_id,
-                "rejected_response_id": rejected_id,
-                **_votes(pair, v_chosen, v_rejected),
-            }
-        ]
-    if config.format == "unpaired":
-        prompt = render_prompt(pair.messages)
-        return [
-            {
-                "prompt": prompt,
-                "completion": text,
-                "label": desirable,
-                **ids,
-                "response_id": response_id,
-                **_votes(pair, v_for, v_against),
-            }
-            for text, desirable, response_id, v_for, v_against in (
-                (chosen, True, chosen_id, v_chosen, v_rejected),
-                (rejected, False, rejected_id, v_rejected, v_chosen),
-            )
-        ]
-    # SFT: each chosen response once, with the votes of the first comparison it won.
-    if sft_seen is not None:
-        if chosen_id in sft_seen:
-            return []
-        sft_seen.add(chosen_id)
-    if config.sft_style == "messages":
-        texts = {"messages": prompt_messages(pair.messages) + _assistant(chosen)}
-    else:
-        texts = {"prompt": render_prompt(pair.messages), "completion": chosen}
-    return [
-        {**texts, **ids, "response_id": chosen_id, **_votes(pair, v_chosen, v_rejected)}
-    ]
-
-
-def _both_bad_negatives(pair: LabelledPair) -> list[dict]:
-    """Both responses judged bad become two undesirable KTO examples."""
-    prompt = render_prompt(pair.messages)
-    ids = {"prompt_id": pair.prompt_id, "comparison_id": pair.comparison_id}
-    return [
-        {
-            "prompt": prompt,
-            "completion": text,
-            "label": False,
-            **ids,
-            "response_id": response_id,
-            **_votes(pair, pair.counts[3], 0),
-        }
-        for response_id, text in (
-            (pair.first_id, pair.first_text),
-            (pair.second_id, pair.second_text),
-        )
-    ]
-
-
-def text_fields(row: dict) -> dict[str, str]:
-    """The texts of a row as strings (message lists joined), for the hygiene checks."""
-    out = {}
-    for name in ("prompt", "chosen", "rejected", "completion", "messages"):
-        if name not in row:
-            continue
-        value = row[name]
-        if isinstance(value, list):
-            value = "\n".join(f"{m['role']}: {m['content']}" for m in value)
-        out[name] = value
-    return out
 
 
 def arrow_schema(config: ExportConfig):

@@ -3,6 +3,10 @@
 A snapshot records everything needed to explain and reproduce its files: the filters
 and aggregation policy, the judgments that went in, what was dropped and why, counts
 per split and the sha256 of the written content.
+
+The ids of the judgments used live in their own table (`SnapshotJudgmentIds`, one
+compressed blob per snapshot), so listing or joining snapshots never loads millions of
+ids; the snapshot row keeps their count and sha256.
 """
 
 from django.conf import settings
@@ -53,8 +57,26 @@ class DatasetSnapshot(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     output_dir = models.CharField(max_length=1000, blank=True)
     counts = models.JSONField(default=dict, blank=True, help_text="Rows per split.")
-    dropped = models.JSONField(default=dict, blank=True, help_text="Rows per reason.")
-    judgment_ids = models.JSONField(default=list, blank=True)
+    dropped = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Comparisons left out, per reason (a comparison gives one row, two "
+        "in the unpaired format).",
+    )
+    judgment_count = models.PositiveIntegerField(
+        default=0, help_text="Judgments behind the exported rows."
+    )
+    judgment_ids_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="sha256 of the judgment ids, ascending, as int64 little-endian.",
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="host:pid of the process building the snapshot (stale-run check).",
+    )
     content_sha256 = models.CharField(max_length=64, blank=True)
     hygiene = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
@@ -74,3 +96,20 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Snapshot {self.pk} of {self.project} ({self.format})"
+
+
+class SnapshotJudgmentIds(models.Model):
+    """The ids of the judgments a snapshot used (see `exports.judgment_ids`)."""
+
+    snapshot = models.OneToOneField(
+        DatasetSnapshot,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="judgment_id_set",
+    )
+    encoded = models.BinaryField(
+        help_text="Ascending ids as zlib-compressed int64 deltas."
+    )
+
+    def __str__(self) -> str:
+        return f"Judgment ids of snapshot {self.snapshot_id}"

@@ -2,55 +2,68 @@
 
 `snapshot_create` records a pending snapshot and queues `exports.tasks.build_snapshot`
 for the worker once the row is committed; `snapshot_build` does the work (worker and
-`manage.py export_preferences`): one consistent read of the database, rows streamed
-into a temporary folder beside the destination, which is renamed into place only when
-everything, checksums included, is written. A failure removes the temporary folder
-and records the error on the row.
+`manage.py export_preferences`): one consistent read of the database, rows written
+batch by batch into a temporary folder beside the destination, which is renamed into
+place only when everything, checksums included, is written. A failure removes the
+temporary folder and records the error on the row.
+
+A build killed outright (SIGKILL, power loss) cannot clean up after itself: its row
+stays `running` and its temporary folder stays on disk. `snapshot_clean_stale` finds
+such runs (the process recorded on the row is gone, or the run is older than
+`EXPORT_STALE_AFTER_SECONDS`), marks them failed and removes their temporary folders;
+every build runs it for its project first, and `export_preferences --clean-stale`
+runs it on demand.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotation.models import Project
+from exports import judgment_ids as ids_codec
 from exports import writers
+from exports.arrays import distinct
 from exports.card import render_card
-from exports.formats import (
-    ExportConfig,
-    LabelledPair,
-    arrow_schema,
-    rows_for,
-    text_fields,
-)
-from exports.hygiene import HygieneAccumulator
-from exports.models import DatasetSnapshot, SnapshotStatus
+from exports.formats import ExportConfig, arrow_schema
+from exports.models import DatasetSnapshot, SnapshotJudgmentIds, SnapshotStatus
 from exports.selectors import (
+    ExportPlan,
     consistent_read,
     export_plan,
-    in_test_split,
-    pair_stream,
-    prompt_key,
+    prompt_splits,
+    read_prompts,
+    read_responses,
     split_names,
 )
+from exports.signals import export_stage
 
 logger = logging.getLogger(__name__)
 
 OUT_DIR_NOT_EMPTY = "Output folder {path} exists and is not empty; choose a new one."
 SNAPSHOT_NOT_PENDING = "Snapshot {pk} is {status}; only a pending snapshot is built."
 TOKENIZER_MISSING = "No tokenizer.json at {path}."
-STREAM_MISMATCH = (
-    "Comparison {got} arrived where {expected} was expected: the two reads did not "
-    "see the same database snapshot."
+STALE_RUN = (
+    "Interrupted: the build ({worker}) stopped without finishing; marked failed "
+    "by {cleaner} on {when}."
 )
+DEFAULT_STALE_AFTER = 24 * 3600
+TMP_MARK = ".tmp-"
 
 
 def snapshot_root() -> Path:
@@ -61,7 +74,7 @@ def snapshot_root() -> Path:
 class BuildResult:
     counts: dict
     dropped: dict
-    judgment_ids: list
+    judgment_ids: np.ndarray  # ascending int64
     hygiene: dict
     content_sha256: str
     timings: dict  # seconds per stage (the benchmark reports them)
@@ -102,31 +115,134 @@ def _snapshot_row(*, project, user, config: ExportConfig, name: str):
     )
 
 
+# --- stale runs ---------------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process `pid` (Linux /proc), "?" elsewhere; None if gone."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[19]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "?"
+
+
+def process_tag() -> str:
+    """host:pid:start of this process, recorded on the row it builds."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def _is_gone(tag: str) -> bool:
+    """True when `tag` names a process of this host that no longer runs."""
+    host, pid, start = (tag.rsplit(":", 2) + ["", "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    now = _process_start(int(pid))
+    return now is None or (start != "?" and now != start)
+
+
+def _temporary_folders(snapshot: DatasetSnapshot) -> list[Path]:
+    if not snapshot.output_dir:
+        return []
+    out = Path(snapshot.output_dir)
+    if not out.parent.is_dir():
+        return []
+    return sorted(out.parent.glob(f".{out.name}{TMP_MARK}{snapshot.pk}-*"))
+
+
+def snapshot_clean_stale(*, project: Project | None = None) -> list[DatasetSnapshot]:
+    """Mark interrupted builds failed and remove their temporary folders.
+
+    A running snapshot is stale when the process recorded on it (host:pid:start) is
+    gone from this host, or when it started more than `EXPORT_STALE_AFTER_SECONDS`
+    ago (default a day; builds on another host are only judged by age). A complete
+    folder of a stale worker build (killed between the rename and the final update)
+    is removed too when it lies under the snapshot root; a folder the user chose is
+    left. Returns the snapshots marked failed.
+    """
+    after = getattr(settings, "EXPORT_STALE_AFTER_SECONDS", DEFAULT_STALE_AFTER)
+    limit = timezone.now() - timedelta(seconds=after)
+    running = DatasetSnapshot.objects.filter(status=SnapshotStatus.RUNNING)
+    if project is not None:
+        running = running.filter(project=project)
+    cleaned = []
+    for snapshot in running.only("pk", "worker", "started_at", "output_dir"):
+        old = snapshot.started_at is None or snapshot.started_at < limit
+        if not (old or _is_gone(snapshot.worker)):
+            continue
+        with transaction.atomic():
+            marked = DatasetSnapshot.objects.filter(
+                pk=snapshot.pk, status=SnapshotStatus.RUNNING
+            ).update(
+                status=SnapshotStatus.FAILED,
+                finished_at=timezone.now(),
+                error=STALE_RUN.format(
+                    worker=snapshot.worker or "unknown process",
+                    cleaner=process_tag(),
+                    when=timezone.now().isoformat(timespec="seconds"),
+                ),
+            )
+        if not marked:
+            continue
+        for folder in _temporary_folders(snapshot):
+            shutil.rmtree(folder, ignore_errors=True)
+        out = Path(snapshot.output_dir) if snapshot.output_dir else None
+        if out is not None and out.is_relative_to(snapshot_root()):
+            shutil.rmtree(out, ignore_errors=True)
+        logger.warning("snapshot %s: stale build marked failed", snapshot.pk)
+        cleaned.append(snapshot)
+    return cleaned
+
+
+# --- build --------------------------------------------------------------------------
+
+
 def snapshot_build(
     *, snapshot: DatasetSnapshot, out_dir: Path | None = None
 ) -> DatasetSnapshot:
     """Claim a pending snapshot, write its files and record the outcome.
 
-    The claim is a conditional update, so two workers never build the same row.
+    Stale runs of the project are cleaned first. The claim is a conditional update,
+    so two workers never build the same row; it records this process and the
+    destination, which is what `snapshot_clean_stale` needs if the build is killed.
     Errors are recorded on the row (status failed) and raised again.
     """
+    snapshot_clean_stale(project=snapshot.project)
+    if out_dir is None:
+        out_dir = snapshot_root() / snapshot.project.slug / str(snapshot.pk)
+    out_dir = Path(out_dir).resolve()
     claimed = DatasetSnapshot.objects.filter(
         pk=snapshot.pk, status=SnapshotStatus.PENDING
-    ).update(status=SnapshotStatus.RUNNING)
+    ).update(
+        status=SnapshotStatus.RUNNING,
+        started_at=timezone.now(),
+        worker=process_tag(),
+        output_dir=str(out_dir),
+    )
     snapshot.refresh_from_db()
     if not claimed:
         raise ValueError(
             SNAPSHOT_NOT_PENDING.format(pk=snapshot.pk, status=snapshot.status)
         )
-    if out_dir is None:
-        out_dir = snapshot_root() / snapshot.project.slug / str(snapshot.pk)
-    out_dir = Path(out_dir).resolve()
     config = ExportConfig.from_parts(
         format=snapshot.format, policy=snapshot.policy, filters=snapshot.filters
     )
     try:
         _check_destination(out_dir)
-        result = build_files(project=snapshot.project, config=config, out_dir=out_dir)
+        result = build_files(
+            project=snapshot.project,
+            config=config,
+            out_dir=out_dir,
+            snapshot_pk=snapshot.pk,
+        )
     except Exception as exc:
         DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
             status=SnapshotStatus.FAILED,
@@ -135,17 +251,23 @@ def snapshot_build(
         )
         raise
     logger.info("snapshot %s built: %s", snapshot.pk, {"timings": result.timings})
-    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
-        status=SnapshotStatus.SUCCEEDED,
-        output_dir=str(out_dir),
-        counts=result.counts,
-        dropped=result.dropped,
-        judgment_ids=result.judgment_ids,
-        hygiene=result.hygiene,
-        content_sha256=result.content_sha256,
-        finished_at=timezone.now(),
-        error="",
-    )
+    with transaction.atomic():
+        SnapshotJudgmentIds.objects.update_or_create(
+            snapshot_id=snapshot.pk,
+            defaults={"encoded": ids_codec.encode(result.judgment_ids)},
+        )
+        DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+            status=SnapshotStatus.SUCCEEDED,
+            output_dir=str(out_dir),
+            counts=result.counts,
+            dropped=result.dropped,
+            judgment_count=len(result.judgment_ids),
+            judgment_ids_sha256=ids_codec.ids_sha256(result.judgment_ids),
+            hygiene=result.hygiene,
+            content_sha256=result.content_sha256,
+            finished_at=timezone.now(),
+            error="",
+        )
     snapshot.refresh_from_db()
     return snapshot
 
@@ -165,6 +287,7 @@ def _check_destination(out_dir: Path) -> None:
 
 
 def _token_counter(config: ExportConfig):
+    """Token counts of a list of texts with the configured tokenizer, or None."""
     if not config.tokenizer_path:
         return None
     from tokenizers import Tokenizer
@@ -175,15 +298,21 @@ def _token_counter(config: ExportConfig):
     if not path.is_file():
         raise ValueError(TOKENIZER_MISSING.format(path=path))
     tokenizer = Tokenizer.from_file(str(path))
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count(texts: list[str]) -> np.ndarray:
+        encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
+        return np.array([len(e.ids) for e in encoded], dtype=np.int64)
+
+    return count
 
 
 def build_files(
-    *, project: Project, config: ExportConfig, out_dir: Path
+    *, project: Project, config: ExportConfig, out_dir: Path, snapshot_pk=None
 ) -> BuildResult:
     """Write every file of a snapshot into `out_dir` (which must not exist yet)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    prefix = f".{out_dir.name}{TMP_MARK}{snapshot_pk or 'x'}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
     try:
         result = _write_all(project=project, config=config, root=tmp / "snapshot")
         if out_dir.exists():
@@ -194,95 +323,193 @@ def build_files(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _Clock:
+    """Seconds per stage, summed over batches."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.mark = self.start
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self.mark
+        self.mark = now
+
+    def total(self) -> dict:
+        return {**self.stages, "total": time.perf_counter() - self.start}
+
+
+def _texts(plan: ExportPlan, clock: _Clock):
+    """Yield (comparison indices, prompts, response ids, texts) batch by batch.
+
+    On PostgreSQL the next batch is read by a helper thread on the same connection
+    (hence the same snapshot) while the caller works on the current one; the caller
+    makes no query meanwhile.
+    """
+    batches = list(plan.batches())
+    if not batches:
+        return
+
+    def fetch(index, raw=None):
+        prompt_ids = distinct(plan.prompt_ids[index])
+        response_ids = distinct(
+            np.concatenate([plan.first_ids[index], plan.second_ids[index]])
+        )
+        prompts = read_prompts(prompt_ids, raw)
+        return index, prompts, response_ids, read_responses(response_ids, raw)
+
+    if connection.vendor != "postgresql":
+        for index in batches:
+            clock.lap("other")
+            item = fetch(index)
+            clock.lap("read_wait")
+            yield item
+        return
+    raw = connection.connection
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read") as pool:
+        pending = pool.submit(fetch, batches[0], raw)
+        for following in [*batches[1:], None]:
+            clock.lap("other")
+            item = pending.result()
+            clock.lap("read_wait")
+            if following is not None:
+                pending = pool.submit(fetch, following, raw)
+            yield item
+
+
 def _write_all(*, project: Project, config: ExportConfig, root: Path) -> BuildResult:
+    from exports.columns import PairBatch, build_rows
+    from exports.hygiene import HygieneAccumulator, hash_strings, leakage
+
     root.mkdir()
-    clock = time.perf_counter()
-    timings = {}
+    clock = _Clock()
     schema = arrow_schema(config)
+    names = split_names(config)
+    checksums = writers.Checksums(root)
     hygiene = HygieneAccumulator(
         max_chars=config.max_chars,
         max_tokens=config.max_tokens,
         count_tokens=_token_counter(config),
     )
-    with consistent_read():
-        plan = export_plan(project, config)
-        timings["plan"] = time.perf_counter() - clock
-        names = split_names(config)
-        split_writers = {s: writers.SplitWriter(root, s, schema) for s in names}
-        sft_seen: set[int] = set()
-        # Both passes read the same snapshot ordered by id: row i is comparison i.
-        ids = plan.comparison_ids.tolist()
-        kept = plan.kept.tolist()
-        last_prompt, key, split = None, b"", "train"
-        labels, counts = plan.label.tolist(), plan.counts.tolist()
-        agreement, confidence = plan.agreement.tolist(), plan.confidence.tolist()
-        first_ids, second_ids = plan.first_ids.tolist(), plan.second_ids.tolist()
-        stream = pair_stream(project)
-        for i, (cid, pid, messages, first_text, second_text) in enumerate(stream):
-            if cid != ids[i]:
-                raise RuntimeError(STREAM_MISMATCH.format(expected=ids[i], got=cid))
-            if not kept[i]:
-                continue
-            if pid != last_prompt:
-                last_prompt, key = pid, prompt_key(messages)
-                split = (
-                    "test"
-                    if in_test_split(
-                        key, seed=config.seed, fraction=config.heldout_fraction
+    # `datasets` takes about a second to import; the first pass mostly waits for
+    # the database, so the import runs beside it.
+    importer = None
+    if "datasets" in config.files:
+        importer = threading.Thread(target=importlib.import_module, args=["datasets"])
+        importer.start()
+    clock.lap("setup")
+    split_writers = {}
+    try:
+        with consistent_read():
+            plan = export_plan(project, config)
+            export_stage.send(sender=ExportPlan, stage="plan", project=project)
+            clock.lap("plan")
+            if importer is not None:
+                importer.join()
+            arrow = writers.datasets_schema(schema) if importer else None
+            for split in names:
+                split_writers[split] = writers.SplitWriter(
+                    root, split, schema, kinds=config.files, arrow_schema=arrow
+                )
+            clock.lap("setup")
+            for index, prompts, response_ids, texts in _texts(plan, clock):
+                index = prompt_splits(plan, index, prompts)
+                clock.lap("keys")
+                if len(index):
+                    first = np.searchsorted(response_ids, plan.first_ids[index])
+                    second = np.searchsorted(response_ids, plan.second_ids[index])
+                    batch = PairBatch(
+                        comparison_id=plan.comparison_ids[index],
+                        prompt_id=plan.prompt_ids[index],
+                        first_id=plan.first_ids[index],
+                        second_id=plan.second_ids[index],
+                        label=plan.aggregate_label[index],
+                        counts=plan.counts[index],
+                        agreement=plan.agreement[index],
+                        confidence=plan.confidence[index],
+                        prompt_index=np.searchsorted(
+                            prompts.ids, plan.prompt_ids[index]
+                        ),
+                        first_index=first,
+                        second_index=second,
+                        prompts=prompts,
+                        responses=texts,
                     )
-                    else "train"
-                )
-            pair = LabelledPair(
-                prompt_id=pid,
-                comparison_id=cid,
-                messages=messages,
-                first_id=first_ids[i],
-                first_text=first_text,
-                second_id=second_ids[i],
-                second_text=second_text,
-                label=labels[i],
-                counts=counts[i],
-                agreement=agreement[i],
-                confidence=confidence[i],
-            )
-            hygiene.add_prompt(split=split, prompt_key=key, prompt_id=pid)
-            if pair.label in (0, 1):
-                _, chosen, _, rejected, _, _ = pair.oriented()
-                hygiene.add_pair(
-                    comparison_id=cid, prompt_key=key, chosen=chosen, rejected=rejected
-                )
-            for row in rows_for(pair, config, sft_seen):
-                hygiene.add_row(row_id=cid, texts=text_fields(row))
-                split_writers[split].add(row)
+                    rows = build_rows(
+                        batch,
+                        format=config.format,
+                        sft_style=config.sft_style,
+                        schema=schema,
+                    )
+                    clock.lap("rows")
+                    _check_batch(hygiene, plan, index, batch, rows, hash_strings)
+                    clock.lap("hygiene")
+                    test = plan.in_test[index][rows.comparison_row]
+                    for split, writer in split_writers.items():
+                        mask = test if split == "test" else ~test
+                        writer.add(rows.table.filter(mask))
+                    clock.lap("write")
+                export_stage.send(sender=ExportPlan, stage="batch", project=project)
         for writer in split_writers.values():
-            writer.close()
-    timings["rows_parquet_jsonl"] = time.perf_counter() - clock - timings["plan"]
-    counts = {s: w.rows for s, w in split_writers.items()}
+            writer.close(checksums)
+        clock.lap("write")
+    except BaseException:
+        for writer in split_writers.values():
+            writer.abort()
+        raise
+    summary = plan.finish()
+    kept = plan.kept
     report = hygiene.report(
-        evaluation_keys=plan.evaluation_keys, annotators=plan.annotators
+        leakage=leakage(
+            prompt_keys=plan.prompt_key[kept],
+            in_test=plan.in_test[kept],
+            prompt_ids=plan.prompt_ids[kept],
+            evaluation_keys=plan.evaluation_keys,
+        ),
+        annotators=summary.annotators,
     )
-    mark = time.perf_counter()
-    writers.write_dataset_dict(root, names, cache_dir=root.parent / "cache")
-    timings["dataset_dict"] = time.perf_counter() - mark
-    writers.write_json(root / "hygiene.json", report)
+    clock.lap("hygiene")
+    counts = {s: w.rows for s, w in split_writers.items()}
+    if "datasets" in config.files:
+        writers.write_dataset_dict_json(root, names, checksums)
+    writers.write_judgment_ids(
+        root / "judgment_ids.parquet", summary.judgment_ids, checksums
+    )
+    checksums.write_json(root / "hygiene.json", report)
     card = render_card(
         project_name=project.name,
         project_slug=project.slug,
         config=config,
         counts=counts,
-        dropped=plan.dropped,
-        judgments=len(plan.judgment_ids),
+        dropped=summary.dropped,
+        judgments=len(summary.judgment_ids),
         hygiene=report,
         columns=schema.names,
     )
-    (root / "README.md").write_text(card, encoding="utf-8")
-    sha = writers.write_checksums(root)
-    timings["total"] = time.perf_counter() - clock
+    checksums.write_text(root / "README.md", card)
+    sha = writers.write_checksums(root, checksums)
+    clock.lap("finish")
     return BuildResult(
         counts=counts,
-        dropped=plan.dropped,
-        judgment_ids=plan.judgment_ids,
+        dropped=summary.dropped,
+        judgment_ids=summary.judgment_ids,
         hygiene=report,
         content_sha256=sha,
-        timings=timings,
+        timings=clock.total(),
+    )
+
+
+def _check_batch(hygiene, plan: ExportPlan, index, batch, rows, hash_strings) -> None:
+    """Feed one batch's rows and labelled pairs to the hygiene checks."""
+    hygiene.add_rows(row_ids=batch.comparison_id[rows.comparison_row], texts=rows.texts)
+    pairs = rows.pairs
+    digests = hash_strings(batch.responses)
+    hygiene.add_pairs(
+        comparison_ids=batch.comparison_id[pairs],
+        prompt_keys=plan.prompt_key[index][pairs],
+        chosen=batch.responses.take(rows.chosen_index),
+        rejected=batch.responses.take(rows.rejected_index),
+        chosen_digests=digests[rows.chosen_index],
+        rejected_digests=digests[rows.rejected_index],
     )

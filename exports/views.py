@@ -15,8 +15,12 @@ NOT_READY = "Snapshot {pk} is {status}; only a finished snapshot can be download
 
 @project_page(Role.RESEARCHER)
 def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
-    """GET: the form (with preview counts when asked); POST: queue a snapshot."""
-    data = request.POST if request.method == "POST" else request.GET or None
+    """GET: the form, and preview counts only when *Preview counts* was pressed (the
+    preview reads every vote and prompt of the project); POST: queue a snapshot."""
+    posted = request.method == "POST"
+    data = (
+        request.POST if posted else (request.GET if "preview" in request.GET else None)
+    )
     form = SnapshotForm(data)
     preview = None
     if form.is_bound and form.is_valid():
@@ -41,7 +45,7 @@ def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
             "project": project,
             "form": form if form.is_bound else SnapshotForm(),
             "preview": preview,
-            "snapshots": selectors.snapshots_for(project)[:100],
+            "snapshots": selectors.snapshots_for(project).defer("hygiene")[:100],
         },
         status=400 if form.is_bound and form.errors else 200,
     )

@@ -260,6 +260,12 @@ MATRIX: list[Row] = [
         (A, N, F, CONFLICT, CONFLICT, CONFLICT),
         kwargs=in_project(pk=lambda w: w.snapshot.pk),
     ),
+    Row(
+        "api-snapshot-judgment-ids",
+        "get",
+        READ_RESEARCHERS,
+        kwargs=in_project(pk=lambda w: w.snapshot.pk),
+    ),
     # --- training ------------------------------------------------------------------
     Row("training-run-list", "get", (R, OK, OK, OK, OK, OK)),
     Row("training-run-new", "get", (R, OK, OK, OK, OK, OK)),

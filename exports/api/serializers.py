@@ -43,7 +43,6 @@ class PreviewSerializer(serializers.Serializer):
 
 class SnapshotSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    judgment_count = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -61,14 +60,12 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "counts",
             "dropped",
             "judgment_count",
+            "judgment_ids_sha256",
             "content_sha256",
             "error",
             "download_url",
         ]
         read_only_fields = fields
-
-    def get_judgment_count(self, obj: DatasetSnapshot) -> int:
-        return len(obj.judgment_ids)
 
     def get_download_url(self, obj: DatasetSnapshot) -> str | None:
         if obj.status != DatasetSnapshot.Status.SUCCEEDED:
@@ -79,6 +76,23 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class SnapshotDetailSerializer(SnapshotSerializer):
+    judgment_ids_url = serializers.SerializerMethodField()
+
     class Meta(SnapshotSerializer.Meta):
-        fields = [*SnapshotSerializer.Meta.fields, "hygiene", "judgment_ids"]
+        fields = [*SnapshotSerializer.Meta.fields, "hygiene", "judgment_ids_url"]
         read_only_fields = fields
+
+    def get_judgment_ids_url(self, obj: DatasetSnapshot) -> str:
+        request = self.context.get("request")
+        path = f"/api/v1/projects/{obj.project.slug}/snapshots/{obj.pk}/judgment-ids/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class JudgmentIdsSerializer(serializers.Serializer):
+    """One page of the ids of the judgments a snapshot used (ascending)."""
+
+    count = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    sha256 = serializers.CharField(help_text="sha256 of all the ids (see the model).")
+    results = serializers.ListField(child=serializers.IntegerField())

@@ -1,14 +1,16 @@
-"""Snapshot API: list, preview, create (queued), read, download as zip.
+"""Snapshot API: list, preview, create (queued), read, judgment ids, download as zip.
 
 Researchers and admins of the project only; outsiders get 404, annotators 403.
+Lists and details never load the judgment ids; `judgment-ids/` pages through them.
 """
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response as ApiResponse
 
 from annotation.api.views import PROJECT_SLUG, ProjectScopedMixin
@@ -18,6 +20,13 @@ from exports.api import serializers as s
 from exports.models import DatasetSnapshot, SnapshotStatus
 
 NOT_READY = "Snapshot {pk} is {status}; only a succeeded snapshot can be downloaded."
+IDS_PAGE, IDS_MAX_PAGE = 10_000, 100_000
+
+
+class JudgmentIdsPagination(PageNumberPagination):
+    page_size = IDS_PAGE
+    page_size_query_param = "page_size"
+    max_page_size = IDS_MAX_PAGE
 
 
 class Conflict(APIException):
@@ -46,7 +55,8 @@ class SnapshotViewSet(
     def get_queryset(self):
         if self.is_schema_view():
             return self.queryset
-        return selectors.snapshots_for(self.project)
+        snapshots = selectors.snapshots_for(self.project)
+        return snapshots.defer("hygiene") if self.action == "list" else snapshots
 
     def get_serializer_class(self):
         if self.action == "retrieve":
@@ -85,6 +95,27 @@ class SnapshotViewSet(
             self.project, settings.validated_data["config"]
         )
         return ApiResponse(s.PreviewSerializer(counts).data)
+
+    @extend_schema(
+        responses={200: s.JudgmentIdsSerializer},
+        parameters=[
+            OpenApiParameter("page", int, description="Page number, from 1."),
+            OpenApiParameter(
+                "page_size", int, description=f"Ids per page (at most {IDS_MAX_PAGE})."
+            ),
+        ],
+        description="The ids of the judgments behind the snapshot's rows, ascending.",
+    )
+    @action(detail=True, methods=["get"], url_path="judgment-ids")
+    def judgment_ids(self, request, *args, **kwargs):
+        snapshot = self.get_object()
+        paginator = JudgmentIdsPagination()
+        page = paginator.paginate_queryset(
+            selectors.snapshot_judgment_ids(snapshot), request, view=self
+        )
+        body = paginator.get_paginated_response([int(i) for i in page]).data
+        body["sha256"] = snapshot.judgment_ids_sha256
+        return ApiResponse(s.JudgmentIdsSerializer(body).data)
 
     @extend_schema(
         responses={

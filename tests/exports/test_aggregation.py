@@ -201,3 +201,92 @@ def test_dawid_skene_marks_items_without_votes():
     result = agg.dawid_skene(item, worker, label, 3)
     assert result.label.tolist() == [F, agg.NO_LABEL, S]
     assert agg.REASONS[result.reason[1]] == "no_votes"
+
+
+# --- invariances (STYLE: relabelling, swapping sides, duplicating all data) --------
+
+SWAP = np.array([S, F, T, B])  # first <-> second; tie and both bad stay
+
+
+def random_votes(seed: int, n_items: int = 80, n_workers: int = 7):
+    rng = np.random.default_rng(seed)
+    n = n_items * 4
+    item = rng.integers(0, n_items, n)
+    worker = rng.integers(0, n_workers, n)
+    label = rng.choice([F, S, T, B], n, p=[0.45, 0.4, 0.1, 0.05])
+    gold = np.where(
+        rng.random(n_items) < 0.3, rng.choice([F, S], n_items), agg.NO_LABEL
+    )
+    return item, worker, label, gold
+
+
+def run(policy, item, worker, label, gold, n_items=80, n_workers=7):
+    return agg.aggregate(
+        policy,
+        item=item,
+        worker=worker,
+        label=label,
+        n_items=n_items,
+        n_workers=n_workers,
+        gold=gold,
+    )
+
+
+def swapped(labels: np.ndarray) -> np.ndarray:
+    return np.where(labels >= 0, SWAP[np.clip(labels, 0, None)], labels)
+
+
+@pytest.mark.parametrize("policy", ["majority", "gold_weighted"])
+def test_swapping_first_and_second_swaps_the_labels_only(policy):
+    item, worker, label, gold = random_votes(0)
+    base = run(policy, item, worker, label, gold)
+    other = run(policy, item, worker, SWAP[label], swapped(gold))
+    assert (other.label == swapped(base.label)).all()
+    assert other.confidence == pytest.approx(base.confidence, abs=POSTERIOR_TOL)
+    assert (other.reason == base.reason).all()
+
+
+@pytest.mark.parametrize("policy", ["majority", "gold_weighted"])
+def test_relabelling_annotators_and_reordering_votes_changes_nothing(policy):
+    item, worker, label, gold = random_votes(1)
+    base = run(policy, item, worker, label, gold)
+    perm = np.random.default_rng(5).permutation(len(item))
+    renamed = (6 - worker)[perm]
+    other = run(policy, item[perm], renamed, label[perm], gold)
+    assert (other.label == base.label).all()
+    assert other.confidence == pytest.approx(base.confidence, abs=POSTERIOR_TOL)
+
+
+def test_majority_is_invariant_to_duplicating_all_votes():
+    item, worker, label, gold = random_votes(2)
+    base = run("majority", item, worker, label, gold)
+    twice = run(
+        "majority", np.tile(item, 2), np.tile(worker, 2), np.tile(label, 2), gold
+    )
+    assert (twice.label == base.label).all()
+    assert twice.confidence == pytest.approx(base.confidence)
+
+
+def test_weighted_vote_is_invariant_to_duplicating_all_votes_at_fixed_weights():
+    item, worker, label, _ = random_votes(3)
+    weights = np.random.default_rng(3).random(7)
+    base = agg.weighted_vote(item, worker, label, weights, 80)
+    twice = agg.weighted_vote(
+        np.tile(item, 2), np.tile(worker, 2), np.tile(label, 2), weights, 80
+    )
+    assert (twice.label == base.label).all()
+    assert twice.confidence == pytest.approx(base.confidence)
+
+
+def test_duplicating_the_gold_answers_sharpens_the_smoothed_accuracy():
+    # Gold-weighted voting is not duplication-invariant by design: the Beta(1, 1)
+    # smoothing (correct + 1) / (answered + 2) moves towards the raw accuracy as the
+    # evidence doubles. This pins that behaviour.
+    gold = np.array([F, S, agg.NO_LABEL])
+    item, worker, label = votes([(0, 0, F), (1, 0, F), (0, 1, F), (1, 1, S)])
+    once = agg.gold_accuracy(item, worker, label, gold, 2)
+    twice = agg.gold_accuracy(
+        np.tile(item, 2), np.tile(worker, 2), np.tile(label, 2), gold, 2
+    )
+    assert once.tolist() == pytest.approx([2 / 4, 3 / 4])
+    assert twice.tolist() == pytest.approx([3 / 6, 5 / 6])

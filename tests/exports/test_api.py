@@ -94,7 +94,15 @@ def test_create_queues_then_worker_builds_and_zip_downloads(
     assert detail["format"] == "unpaired"
     assert sum(detail["counts"].values()) == 22
     assert detail["hygiene"]["contradictions"]["count"] == 0
-    assert len(detail["judgment_ids"]) == 33
+    assert detail["judgment_count"] == 33
+    assert "judgment_ids" not in detail
+    ids = client.get(detail["judgment_ids_url"], {"page_size": 10}).json()
+    assert ids["count"] == 33 and len(ids["results"]) == 10
+    assert ids["sha256"] == detail["judgment_ids_sha256"]
+    rest = client.get(ids["next"]).json()["results"]
+    assert rest[0] > ids["results"][-1]
+    listed = client.get(url("prefs")).json()["results"][0]
+    assert listed["judgment_count"] == 33 and "hygiene" not in listed
     download = client.get(url("prefs", f"{pk}/download/"))
     assert download.status_code == 200
     assert download["Content-Type"] == "application/zip"
@@ -125,3 +133,33 @@ def test_other_projects_snapshots_are_not_visible(
     assert client.get(url("prefs", f"{snapshot.pk}/")).status_code == 404
     assert client.get(url("prefs")).json()["count"] == 0
     assert DatasetSnapshot.objects.get().status == SnapshotStatus.SUCCEEDED
+
+
+def test_judgment_ids_pages_cover_the_snapshot_and_match_its_sha256(
+    labelled_project, member, api_client_for, tmp_path
+):
+    from annotation.models import Judgment
+    from exports.judgment_ids import ids_sha256
+
+    snapshot = snapshot_export(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(),
+        out_dir=tmp_path / "s",
+    )
+    client = api_client_for(member("r", "researcher"))
+    pages, page = [], url("prefs", f"{snapshot.pk}/judgment-ids/?page_size=7")
+    while page:
+        body = client.get(page).json()
+        pages += body["results"]
+        page = body["next"]
+    # Every judgment but those on the both-bad comparison (question 11), ascending.
+    used = sorted(
+        pk
+        for pk, messages in Judgment.objects.values_list(
+            "id", "comparison__prompt__messages"
+        )
+        if not messages[0]["content"].startswith("Question #11:")
+    )
+    assert pages == used
+    assert ids_sha256(pages) == snapshot.judgment_ids_sha256

@@ -49,3 +49,67 @@ def test_bad_fraction_is_a_command_error(labelled_project, tmp_path):
             "1",
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_user_option_records_the_creator(labelled_project, make_user, tmp_path):
+    from annotation.models import Role
+
+    make_user("rita", project=labelled_project, role=Role.RESEARCHER)
+    call_command(
+        "export_preferences", "prefs", "--out", str(tmp_path / "o"), "--user", "rita"
+    )
+    assert DatasetSnapshot.objects.get().created_by.username == "rita"
+
+
+def test_user_must_exist_and_be_a_researcher(labelled_project, make_user, tmp_path):
+    from annotation.models import Role
+
+    make_user("annie", project=labelled_project, role=Role.ANNOTATOR)
+    with pytest.raises(CommandError, match="No active user 'ghost'"):
+        call_command(
+            "export_preferences",
+            "prefs",
+            "--out",
+            str(tmp_path / "a"),
+            "--user",
+            "ghost",
+        )
+    with pytest.raises(CommandError, match="not a researcher or admin"):
+        call_command(
+            "export_preferences",
+            "prefs",
+            "--out",
+            str(tmp_path / "b"),
+            "--user",
+            "annie",
+        )
+    assert not DatasetSnapshot.objects.exists()
+
+
+def test_files_option_and_clean_stale(labelled_project, tmp_path, capsys):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from exports.models import SnapshotStatus
+
+    call_command(
+        "export_preferences",
+        "prefs",
+        "--out",
+        str(tmp_path / "p"),
+        "--files",
+        "parquet",
+    )
+    assert not (tmp_path / "p" / "jsonl").exists()
+    stale = DatasetSnapshot.objects.create(
+        project=labelled_project,
+        status=SnapshotStatus.RUNNING,
+        worker="elsewhere:1:1",
+        started_at=timezone.now() - timedelta(days=2),
+        output_dir=str(tmp_path / "s"),
+    )
+    call_command("export_preferences", "prefs", "--clean-stale")
+    stale.refresh_from_db()
+    assert stale.status == SnapshotStatus.FAILED
+    assert f"[{stale.pk}]" in capsys.readouterr().out

@@ -2,24 +2,31 @@
 
 import hashlib
 import json
+import subprocess
+import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, connections
+from django.utils import timezone
 
 from annotation.models import Judgment
 from exports.formats import ExportConfig
+from exports.judgment_ids import ids_sha256
 from exports.models import DatasetSnapshot, SnapshotStatus
-from exports.selectors import consistent_read, export_preview
+from exports.selectors import export_preview, snapshot_judgment_ids
 from exports.services import (
     OUT_DIR_NOT_EMPTY,
     TOKENIZER_MISSING,
+    snapshot_clean_stale,
     snapshot_create,
     snapshot_export,
 )
+from exports.signals import export_stage
 from tests.exports.conftest import bad, good
 from tests.exports.factories import (
     annotate,
@@ -28,6 +35,7 @@ from tests.exports.factories import (
     make_annotators,
     make_project,
 )
+from tests.exports.reference import reference_export
 
 User = get_user_model()
 
@@ -50,6 +58,14 @@ def all_rows(out: Path) -> list[dict]:
     return rows
 
 
+def folder_bytes(root: Path) -> dict:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 def test_export_writes_datasetdict_parquet_jsonl_card_and_hygiene(
     labelled_project, tmp_path
 ):
@@ -60,7 +76,11 @@ def test_export_writes_datasetdict_parquet_jsonl_card_and_hygiene(
     assert snapshot.status == SnapshotStatus.SUCCEEDED
     assert sum(snapshot.counts.values()) == 11
     assert snapshot.dropped == {"both_bad": 1}
-    assert len(snapshot.judgment_ids) == 33
+    assert snapshot.judgment_count == 33
+    ids = snapshot_judgment_ids(snapshot)
+    assert len(ids) == 33 and ids_sha256(ids) == snapshot.judgment_ids_sha256
+    on_disk = pq.read_table(out / "judgment_ids.parquet")["judgment_id"].to_pylist()
+    assert on_disk == ids.tolist()
     dataset = load_from_disk(str(out))
     assert dict(dataset.num_rows) == snapshot.counts
     for split, n in snapshot.counts.items():
@@ -82,6 +102,9 @@ def test_export_writes_datasetdict_parquet_jsonl_card_and_hygiene(
     assert set(hygiene["annotators"]) == {"a", "b", "c"}
     sums = (out / "SHA256SUMS").read_bytes()
     assert hashlib.sha256(sums).hexdigest() == snapshot.content_sha256
+    for line in sums.decode().splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_same_judgments_and_settings_give_byte_identical_files(
@@ -89,21 +112,7 @@ def test_same_judgments_and_settings_give_byte_identical_files(
 ):
     first = export(labelled_project, tmp_path / "one", heldout_fraction=0.5, seed=3)
     second = export(labelled_project, tmp_path / "two", heldout_fraction=0.5, seed=3)
-    files_one = sorted(
-        p.relative_to(tmp_path / "one")
-        for p in (tmp_path / "one").rglob("*")
-        if p.is_file()
-    )
-    files_two = sorted(
-        p.relative_to(tmp_path / "two")
-        for p in (tmp_path / "two").rglob("*")
-        if p.is_file()
-    )
-    assert files_one == files_two
-    for rel in files_one:
-        assert (tmp_path / "one" / rel).read_bytes() == (
-            tmp_path / "two" / rel
-        ).read_bytes(), rel
+    assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")
     assert first.content_sha256 == second.content_sha256
 
 
@@ -138,6 +147,34 @@ def test_min_agreement_keeps_comparisons_at_or_above_ratio(labelled_project, tmp
     assert snapshot.dropped == {"below_min_agreement": 7, "both_bad": 1}
 
 
+def test_a_tie_is_dropped_with_its_own_reason(db, tmp_path):
+    project = make_project("ties", target=3)
+    import_prompt_responses(
+        project,
+        tmp_path / "t.jsonl",
+        [
+            {
+                "prompt": f"Q{i}",
+                "responses": [
+                    {"model": "a", "text": f"x{i}"},
+                    {"model": "b", "text": f"y{i}"},
+                ],
+            }
+            for i in range(2)
+        ],
+    )
+    # Q0: two "tie" votes against one: the plurality is a tie. Q1: a plain win.
+    annotate(
+        project,
+        make_annotators(project, ["a", "b", "c"]),
+        lambda u, p, f, s: "tie" if p == "Q0" and u != "c" else f,
+    )
+    snapshot = export(project, tmp_path / "out", heldout_fraction=0)
+    assert snapshot.dropped == {"tie": 1}
+    assert [r["prompt"] for r in all_rows(tmp_path / "out")] == ["Q1"]
+    assert snapshot.judgment_count == 3
+
+
 def test_preview_counts_equal_the_export(labelled_project, tmp_path):
     config = ExportConfig(
         format="unpaired", heldout_fraction=0.4, both_bad_as_negatives=True
@@ -148,7 +185,7 @@ def test_preview_counts_equal_the_export(labelled_project, tmp_path):
     )
     assert preview["counts"] == snapshot.counts
     assert preview["dropped"] == snapshot.dropped
-    assert preview["judgments"] == len(snapshot.judgment_ids) == 36
+    assert preview["judgments"] == snapshot.judgment_count == 36
 
 
 def test_unpaired_format_with_both_bad_as_negatives(labelled_project, tmp_path):
@@ -223,6 +260,8 @@ def test_multi_turn_prompt_is_kept_whole(db, tmp_path):
 
 
 def test_prior_labels_are_in_or_out_by_flag(db, tmp_path):
+    from datasets import load_from_disk
+
     project = make_project("priors", target=1)
     import_pairs(
         project,
@@ -235,6 +274,7 @@ def test_prior_labels_are_in_or_out_by_flag(db, tmp_path):
     without = export(project, tmp_path / "without", heldout_fraction=0)
     assert without.counts == {"train": 0}
     assert without.dropped == {"no_votes": 3}
+    assert load_from_disk(str(tmp_path / "without"))["train"].num_rows == 0
     with_prior = export(
         project, tmp_path / "with", heldout_fraction=0, include_prior=True
     )
@@ -244,11 +284,11 @@ def test_prior_labels_are_in_or_out_by_flag(db, tmp_path):
     prior_ids = set(
         Judgment.objects.filter(origin="prior").values_list("id", flat=True)
     )
-    assert set(with_prior.judgment_ids) == prior_ids
+    assert set(snapshot_judgment_ids(with_prior).tolist()) == prior_ids
     assert "(imported prior labels)" in with_prior.hygiene["annotators"]
 
 
-def test_evaluation_prompts_never_enter_training_and_leak_is_reported(
+def test_training_prompts_equal_to_an_evaluation_prompt_never_enter_a_split(
     labelled_project, tmp_path
 ):
     # An evaluation prompt equal to a training prompt up to case and spaces.
@@ -268,15 +308,26 @@ def test_evaluation_prompts_never_enter_training_and_leak_is_reported(
         User.objects.filter(username__in=["a", "b", "c"]).order_by("username")
     )
     annotate(labelled_project, annotators, lambda u, p, f, s: f)
-    snapshot = export(labelled_project, tmp_path / "e", heldout_fraction=0)
-    evaluation = labelled_project.prompts.get(split="heldout")
-    assert evaluation.pk not in {r["prompt_id"] for r in all_rows(tmp_path / "e")}
-    assert snapshot.dropped == {"both_bad": 1, "evaluation_prompt": 1}
-    leak = snapshot.hygiene["leakage"]["train_vs_evaluation"]
+    config = ExportConfig(heldout_fraction=0.5)
+    preview = export_preview(labelled_project, config)
+    snapshot = export(labelled_project, tmp_path / "e", heldout_fraction=0.5)
     question3 = labelled_project.prompts.get(
         messages__0__content="Question #3: explain topic 3."
     )
-    assert leak == {"count": 1, "examples": [question3.pk]}
+    evaluation = labelled_project.prompts.get(split="heldout")
+    exported = {r["prompt_id"] for r in all_rows(tmp_path / "e")}
+    assert question3.pk not in exported and evaluation.pk not in exported
+    assert snapshot.dropped == {
+        "both_bad": 1,
+        "evaluation_prompt": 1,
+        "evaluation_prompt_text": 1,
+    }
+    assert preview["dropped"] == snapshot.dropped
+    assert preview["counts"] == snapshot.counts
+    assert snapshot.judgment_count == 30  # 10 comparisons x 3 votes
+    leak = snapshot.hygiene["leakage"]
+    assert leak["train_vs_evaluation"] == {"count": 0, "examples": []}
+    assert leak["train_vs_test"] == {"count": 0, "examples": []}
 
 
 def test_contradictory_preferences_across_comparisons_are_reported(db, tmp_path):
@@ -303,6 +354,171 @@ def test_contradictory_preferences_across_comparisons_are_reported(db, tmp_path)
     assert snapshot.hygiene["contradictions"]["count"] == 1
 
 
+def test_sft_counts_each_repeated_chosen_response_as_dropped(db, tmp_path):
+    project = make_project("sft", target=1)
+    import_prompt_responses(
+        project,
+        tmp_path / "s.jsonl",
+        [
+            {
+                "prompt": "Pick the best.",
+                "responses": [
+                    {"model": "x", "text": "Best."},
+                    {"model": "y", "text": "Good."},
+                    {"model": "z", "text": "Poor."},
+                ],
+            }
+        ],
+    )
+    # "Best." wins both its comparisons; "Good." wins against "Poor.".
+    order = {"Best.": 0, "Good.": 1, "Poor.": 2}
+    annotate(
+        project,
+        make_annotators(project, ["a"]),
+        lambda u, p, f, s: min(f, s, key=order.get),
+    )
+    snapshot = export(project, tmp_path / "out", format="sft", heldout_fraction=0)
+    rows = all_rows(tmp_path / "out")
+    assert [r["messages"][-1]["content"] for r in rows] == ["Best.", "Good."]
+    assert snapshot.dropped == {"duplicate_chosen_response": 1}
+    row_comparisons = {r["comparison_id"] for r in rows}
+    used = Judgment.objects.filter(pk__in=snapshot_judgment_ids(snapshot).tolist())
+    assert set(used.values_list("comparison_id", flat=True)) == row_comparisons
+    assert snapshot.judgment_count == 2
+
+
+def test_token_lengths_come_from_a_real_tokenizer(labelled_project, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join([good(i) + " " + bad(i) for i in range(12)] * 20))
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train(
+        [str(corpus)],
+        trainers.BpeTrainer(
+            vocab_size=120, special_tokens=["[UNK]"], show_progress=False
+        ),
+    )
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)  # noqa: E731
+    limit = count(good(0)) - 1
+    snapshot = export(
+        labelled_project,
+        tmp_path / "tok",
+        heldout_fraction=0,
+        tokenizer_path=str(tmp_path),
+        max_tokens=limit,
+    )
+    rows = all_rows(tmp_path / "tok")
+    over = [
+        (r["comparison_id"], name)
+        for r in rows
+        for name in ("prompt", "chosen", "rejected")
+        if count(r[name]) > limit
+    ]
+    long = snapshot.hygiene["over_long_texts"]
+    assert long["count"] == len(over) > 0
+    assert [(e["row"], e["field"]) for e in long["examples"]] == over[:5]
+    texts = {(r["comparison_id"], name): r[name] for r in rows for name in r}
+    for example in long["examples"]:
+        assert example["tokens"] == count(texts[example["row"], example["field"]])
+    tokens = snapshot.hygiene["length_bias"]["tokens"]
+    longer = sum(count(r["chosen"]) > count(r["rejected"]) for r in rows)
+    assert tokens["chosen_longer"] == longer
+
+
+REFERENCE_CONFIGS = [
+    {},
+    {"format": "conversational", "heldout_fraction": 0.5, "seed": 2},
+    {"format": "unpaired", "both_bad_as_negatives": True, "include_prior": True},
+    {"format": "sft"},
+    {"format": "sft", "sft_style": "prompt_completion", "heldout_fraction": 0},
+    {"policy": "gold_weighted", "min_votes": 2, "max_chars": 20},
+    {"policy": "dawid_skene", "heldout_fraction": 0.3},
+]
+
+
+@pytest.mark.parametrize("settings", REFERENCE_CONFIGS, ids=str)
+def test_export_equals_the_row_wise_reference(rich_project, tmp_path, settings):
+    config = ExportConfig(**settings)
+    want = reference_export(rich_project, config)
+    out = tmp_path / "out"
+    snapshot = snapshot_export(
+        project=rich_project, user=None, config=config, out_dir=out
+    )
+    assert snapshot.counts == {s: len(rows) for s, rows in want.rows.items()}
+    for split, rows in want.rows.items():
+        assert (out / "jsonl" / f"{split}.jsonl").read_bytes() == want.jsonl[split]
+        assert pq.read_table(out / "parquet" / f"{split}.parquet").to_pylist() == rows
+    assert snapshot.dropped == want.dropped
+    assert snapshot_judgment_ids(snapshot).tolist() == want.judgment_ids
+    assert snapshot.hygiene == want.hygiene
+
+
+def test_rich_fixture_exercises_every_drop_and_finding(rich_project):
+    want = reference_export(rich_project, ExportConfig(format="sft"))
+    assert set(want.dropped) == {
+        "both_bad",
+        "duplicate_chosen_response",
+        "evaluation_prompt",
+        "evaluation_prompt_text",
+        "tie",
+    }
+    hygiene = reference_export(rich_project, ExportConfig()).hygiene
+    assert hygiene["contradictions"]["count"] > 0
+    assert hygiene["exact_duplicates"]["count"] > 0
+
+
+def test_datasets_folder_loads_as_save_to_disk_would_write_it(rich_project, tmp_path):
+    import datasets
+
+    out = tmp_path / "out"
+    snapshot = export(rich_project, out, format="conversational", heldout_fraction=0.5)
+    ours = datasets.load_from_disk(str(out))
+    golden = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_parquet(
+                str(out / "parquet" / f"{split}.parquet"),
+                cache_dir=str(tmp_path / "cache"),
+            )
+            for split in ("train", "test")
+        }
+    )
+    assert set(snapshot.counts) == {"train", "test"}
+    golden.save_to_disk(str(tmp_path / "golden"))
+    golden = datasets.load_from_disk(str(tmp_path / "golden"))
+    assert list(ours) == list(golden) == ["train", "test"]
+    for split in golden:
+        assert ours[split].features == golden[split].features
+        assert str(ours[split].split) == split  # from_parquet calls every split "train"
+        assert ours[split].data.table.equals(golden[split].data.table)
+        assert ours[split].data.table.schema.equals(
+            golden[split].data.table.schema, check_metadata=True
+        )
+        assert ours[split].to_list() == golden[split].to_list()
+        state = json.loads((out / split / "state.json").read_text())
+        golden_state = json.loads(
+            (tmp_path / "golden" / split / "state.json").read_text()
+        )
+        assert set(state) == set(golden_state)
+
+
+def test_files_option_writes_only_the_kinds_asked_for(labelled_project, tmp_path):
+    out = tmp_path / "pq"
+    snapshot = export(labelled_project, out, files=["parquet"])
+    assert not (out / "jsonl").exists() and not (out / "dataset_dict.json").exists()
+    assert (out / "parquet" / "train.parquet").is_file()
+    assert snapshot.policy["files"] == ["parquet"]
+    full = export(labelled_project, tmp_path / "all")
+    assert pq.read_table(out / "parquet" / "train.parquet").equals(
+        pq.read_table(tmp_path / "all" / "parquet" / "train.parquet")
+    )
+    assert full.counts == snapshot.counts
+    with pytest.raises(ValueError, match="files must be"):
+        ExportConfig(files=["jsonl"])
+
+
 def test_failed_export_leaves_nothing_and_records_the_error(labelled_project, tmp_path):
     out = tmp_path / "parent" / "snap"
     with pytest.raises(ValueError, match="No tokenizer.json"):
@@ -321,6 +537,63 @@ def test_export_refuses_a_non_empty_destination(labelled_project, tmp_path):
         export(labelled_project, tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     assert OUT_DIR_NOT_EMPTY.startswith("Output folder")
+
+
+def dead_process_tag() -> str:
+    from exports.services import process_tag
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host, _, start = process_tag().rsplit(":", 2)
+    return f"{host}:{child.pid}:{start}"
+
+
+def interrupted(project, out: Path, worker: str, *, started=None) -> DatasetSnapshot:
+    """A snapshot left `running` by a killed build, with its temporary folder."""
+    snapshot = DatasetSnapshot.objects.create(
+        project=project,
+        status=SnapshotStatus.RUNNING,
+        worker=worker,
+        started_at=started or timezone.now(),
+        output_dir=str(out),
+    )
+    tmp = out.parent / f".{out.name}.tmp-{snapshot.pk}-abc"
+    (tmp / "snapshot" / "parquet").mkdir(parents=True)
+    (tmp / "snapshot" / "parquet" / "train.parquet").write_bytes(b"partial")
+    return snapshot
+
+
+def test_next_export_marks_a_killed_build_failed_and_removes_its_folder(
+    labelled_project, tmp_path, settings
+):
+    from exports.services import process_tag
+
+    settings.DATA_DIR = tmp_path
+    dead = interrupted(labelled_project, tmp_path / "dead", dead_process_tag())
+    alive = interrupted(labelled_project, tmp_path / "alive", process_tag())
+    export(labelled_project, tmp_path / "next")
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == SnapshotStatus.FAILED and "Interrupted" in dead.error
+    assert not list(tmp_path.glob(f".dead.tmp-{dead.pk}-*"))
+    assert alive.status == SnapshotStatus.RUNNING
+    assert list(tmp_path.glob(f".alive.tmp-{alive.pk}-*"))
+
+
+def test_a_build_older_than_the_limit_is_stale_whatever_its_host(
+    labelled_project, tmp_path, settings
+):
+    settings.EXPORT_STALE_AFTER_SECONDS = 60
+    old = interrupted(
+        labelled_project,
+        tmp_path / "old",
+        "another-host:1:1",
+        started=timezone.now() - timedelta(minutes=5),
+    )
+    recent = interrupted(labelled_project, tmp_path / "recent", "another-host:1:1")
+    assert [s.pk for s in snapshot_clean_stale(project=labelled_project)] == [old.pk]
+    recent.refresh_from_db()
+    assert recent.status == SnapshotStatus.RUNNING
 
 
 def test_snapshot_create_queues_the_worker_task(
@@ -347,56 +620,24 @@ def test_snapshot_create_queues_the_worker_task(
     assert build_snapshot.call(snapshot.pk) == "skipped"
 
 
-# --- consistency while annotators submit (PostgreSQL) -------------------------------
+# --- consistency while annotators submit --------------------------------------------
 
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="needs PostgreSQL (threads, MVCC)"
+
+def file_database() -> bool:
+    """PostgreSQL, or SQLite on a file (a second connection sees the same data)."""
+    if connection.vendor == "postgresql":
+        return True
+    return connection.vendor == "sqlite" and not connection.is_in_memory_db()
+
+
+needs_second_connection = pytest.mark.skipif(
+    not file_database(),
+    reason="needs PostgreSQL or a file SQLite database (PREFLINE_TEST_DB_NAME)",
 )
 
 
-@pytest.mark.postgres
-@postgres_only
-@pytest.mark.django_db(transaction=True)
-def test_consistent_read_does_not_see_judgments_committed_meanwhile(tmp_path):
-    project = make_project("mvcc", target=2)
-    import_prompt_responses(
-        project,
-        tmp_path / "p.jsonl",
-        [
-            {
-                "prompt": f"Q{i}",
-                "responses": [
-                    {"model": "a", "text": f"x{i}"},
-                    {"model": "b", "text": f"y{i}"},
-                ],
-            }
-            for i in range(4)
-        ],
-    )
-    [a, b] = make_annotators(project, ["a", "b"])
-    annotate(project, [a], lambda u, p, f, s: f)
-
-    def submit_other():
-        annotate(project, [b], lambda u, p, f, s: s)
-        connections.close_all()
-
-    with consistent_read():
-        before = Judgment.objects.count()
-        worker = threading.Thread(target=submit_other)
-        worker.start()
-        worker.join()
-        during = Judgment.objects.count()
-    after = Judgment.objects.count()
-    assert before == during == 4
-    assert after == 8
-
-
-@pytest.mark.postgres
-@postgres_only
-@pytest.mark.django_db(transaction=True)
-def test_export_during_concurrent_submissions_is_consistent(tmp_path):
-    project = make_project("busy", target=3)
-    n = 150
+def two_annotator_project(tmp_path, n: int = 40):
+    project = make_project("busy", target=2)
     import_prompt_responses(
         project,
         tmp_path / "p.jsonl",
@@ -411,34 +652,49 @@ def test_export_during_concurrent_submissions_is_consistent(tmp_path):
             for i in range(n)
         ],
     )
-    annotators = make_annotators(project, ["a", "b", "c"])
-    annotate(project, annotators[:1], lambda u, p, f, s: f)
-    errors = []
+    first, second = make_annotators(project, ["a", "b"])
+    annotate(project, [first], lambda u, p, f, s: f)
+    return project, second
 
-    def submit(user):
+
+def commit_from_another_connection(project, user, stage: str) -> dict:
+    """Connect a receiver that, at `stage`, lets `user` judge everything in a thread
+    (its own database connection) and waits until those judgments are committed."""
+    done = {"judgments": 0}
+
+    def submit():
         try:
-            annotate(project, [user], lambda u, p, f, s: f if u == "b" else s)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+            done["judgments"] = annotate(project, [user], lambda u, p, f, s: f)
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=submit, args=(u,)) for u in annotators[1:]]
-    for t in threads:
-        t.start()
-    snapshot = export(project, tmp_path / "out", heldout_fraction=0, policy="unanimous")
-    for t in threads:
-        t.join()
-    assert not errors
-    used = set(snapshot.judgment_ids)
-    votes = {}
-    for cid in Judgment.objects.filter(pk__in=used).values_list(
-        "comparison_id", flat=True
-    ):
-        votes[cid] = votes.get(cid, 0) + 1
-    rows = all_rows(tmp_path / "out")
-    # Every row's vote count is exactly the judgments recorded for its comparison,
-    # and every recorded judgment belongs to an exported row.
-    assert {r["comparison_id"]: r["n_votes"] for r in rows} == votes
-    assert sum(snapshot.dropped.values()) + len(rows) == n
-    assert Judgment.objects.count() == 3 * n
+    def receiver(sender, stage: str, project, **kwargs):
+        if stage == wanted and not done["judgments"]:
+            worker = threading.Thread(target=submit)
+            worker.start()
+            worker.join()
+
+    wanted = stage
+    export_stage.connect(receiver, weak=False, dispatch_uid="test-commit")
+    done["disconnect"] = lambda: export_stage.disconnect(dispatch_uid="test-commit")
+    return done
+
+
+@needs_second_connection
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stage", ["comparisons", "plan"])
+def test_judgments_committed_during_an_export_are_not_in_it(tmp_path, stage):
+    project, late = two_annotator_project(tmp_path)
+    before = export(project, tmp_path / "before", heldout_fraction=0)
+    hook = commit_from_another_connection(project, late, stage)
+    try:
+        during = export(project, tmp_path / "during", heldout_fraction=0)
+    finally:
+        hook["disconnect"]()
+    assert hook["judgments"] == 40  # committed while the export was reading
+    assert Judgment.objects.count() == 80
+    assert folder_bytes(tmp_path / "during") == folder_bytes(tmp_path / "before")
+    assert during.judgment_count == before.judgment_count == 40
+    after = export(project, tmp_path / "after", heldout_fraction=0)
+    assert after.judgment_count == 80
+    assert after.content_sha256 != before.content_sha256

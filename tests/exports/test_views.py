@@ -88,3 +88,12 @@ def test_create_then_snapshot_page_shows_hygiene_and_card_and_zip(
     assert download.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
     assert any(name.endswith("hygiene.json") for name in archive.namelist())
+
+
+def test_settings_in_the_address_run_no_preview_until_the_button_is_pressed(browser):
+    client = browser(Role.RESEARCHER)
+    settings = {"format": "preference", "policy": "unanimous", "heldout_fraction": 0}
+    response = client.get("/projects/prefs/exports/", settings)
+    assert response.status_code == 200
+    assert 'id="preview"' not in response.content.decode()
+    assert DatasetSnapshot.objects.count() == 0

@@ -1,19 +1,32 @@
 """manage.py export_preferences PROJECT --out DIR [...]: write a snapshot now.
 
 Records a `DatasetSnapshot` like the web page does, but builds it in this process
-instead of the worker.
+instead of the worker. `--user` names the researcher recorded as its creator (by
+default the account named by $PREFLINE_USER, else none: "command"). `--clean-stale`
+only marks the project's interrupted builds failed and removes their temporary
+folders (every build also does that first).
 """
 
+import os
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Project
+from annotation.models import Project, Role
+from annotation.permissions import has_role
 from exports.aggregation import POLICIES
-from exports.formats import FORMATS, SFT_STYLES, ExportConfig
-from exports.services import snapshot_export
+from exports.formats import FILE_KINDS, FORMATS, SFT_STYLES, ExportConfig
+from exports.services import snapshot_clean_stale, snapshot_export
 
 UNKNOWN_PROJECT = "No project with slug {slug!r}; see the project list at /."
+UNKNOWN_USER = "No active user {name!r}; pass --user with an existing username."
+NOT_RESEARCHER = (
+    "User {name!r} is not a researcher or admin of {slug!r}; add them with "
+    "`manage.py add_member {slug} {name} --role researcher` or pass another --user."
+)
+OUT_REQUIRED = "--out DIR is required (unless --clean-stale)."
+USER_ENV = "PREFLINE_USER"
 
 
 class Command(BaseCommand):
@@ -21,7 +34,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("project", help="Project slug.")
-        parser.add_argument("--out", required=True, help="New (or empty) folder.")
+        parser.add_argument("--out", help="New (or empty) folder.")
         parser.add_argument("--format", choices=FORMATS, default="preference")
         parser.add_argument("--policy", choices=POLICIES, default="majority")
         parser.add_argument("--min-agreement", type=float, default=0.5)
@@ -40,12 +53,39 @@ class Command(BaseCommand):
         parser.add_argument("--max-chars", type=int, default=20_000)
         parser.add_argument("--tokenizer", default="", help="Tokenizer path.")
         parser.add_argument("--max-tokens", type=int, default=None)
+        parser.add_argument(
+            "--files",
+            default=",".join(FILE_KINDS),
+            help="File kinds to write, comma-separated among "
+            f"{', '.join(FILE_KINDS)} (parquet always; default all).",
+        )
         parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--user",
+            default=os.environ.get(USER_ENV, ""),
+            help=f"Username recorded as the creator (default ${USER_ENV}).",
+        )
+        parser.add_argument(
+            "--clean-stale",
+            action="store_true",
+            help="Only mark interrupted builds of the project failed and remove "
+            "their temporary folders.",
+        )
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(slug=options["project"]).first()
         if project is None:
             raise CommandError(UNKNOWN_PROJECT.format(slug=options["project"]))
+        if options["clean_stale"]:
+            cleaned = snapshot_clean_stale(project=project)
+            self.stdout.write(
+                f"Marked {len(cleaned)} interrupted snapshot(s) failed: "
+                f"{[s.pk for s in cleaned]}"
+            )
+            return
+        if not options["out"]:
+            raise CommandError(OUT_REQUIRED)
+        user = _creator(options["user"], project)
         try:
             config = ExportConfig(
                 format=options["format"],
@@ -60,10 +100,11 @@ class Command(BaseCommand):
                 max_chars=options["max_chars"],
                 tokenizer_path=options["tokenizer"],
                 max_tokens=options["max_tokens"],
+                files=tuple(k.strip() for k in options["files"].split(",") if k),
             )
             snapshot = snapshot_export(
                 project=project,
-                user=None,
+                user=user,
                 config=config,
                 out_dir=Path(options["out"]),
                 name=options["name"],
@@ -74,7 +115,21 @@ class Command(BaseCommand):
                 detail = "; ".join(str(message) for message in detail.values())
             raise CommandError(str(detail)) from exc
         self.stdout.write(
-            f"Snapshot {snapshot.pk}: {snapshot.counts} rows, dropped "
-            f"{snapshot.dropped}, sha256 {snapshot.content_sha256}\n"
+            f"Snapshot {snapshot.pk}: {snapshot.counts} rows, dropped comparisons "
+            f"{snapshot.dropped}, {snapshot.judgment_count} judgments, "
+            f"sha256 {snapshot.content_sha256}\n"
             f"Written to {snapshot.output_dir}"
         )
+
+
+def _creator(name: str, project: Project):
+    """The user recorded as creator: an active researcher of the project, or None."""
+    if not name:
+        return None
+    User = get_user_model()
+    user = User.objects.filter(**{User.USERNAME_FIELD: name}, is_active=True).first()
+    if user is None:
+        raise CommandError(UNKNOWN_USER.format(name=name))
+    if not has_role(user, project, Role.RESEARCHER):
+        raise CommandError(NOT_RESEARCHER.format(name=name, slug=project.slug))
+    return user
