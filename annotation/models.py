@@ -105,10 +105,13 @@ class Membership(models.Model):
         return f"{self.user} @ {self.project} ({self.role})"
 
 
+class ImportBatchStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
 class ImportBatch(models.Model):
-    class Status(models.TextChoices):
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = ImportBatchStatus
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="import_batches"
@@ -128,6 +131,15 @@ class ImportBatch(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["project", "sha256"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ImportBatchStatus.values),
+                name="import_batch_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(split__in=Split.values), name="import_batch_split_valid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.status})"
@@ -190,17 +202,23 @@ class Response(models.Model):
         return f"Response {self.pk}"
 
 
+class ComparisonOrigin(models.TextChoices):
+    IMPORT = "import", "Import"
+    GENERATION = "generation", "Generation"
+    EVALUATION = "evaluation", "Evaluation round"
+
+
 class Comparison(models.Model):
     """An unordered pair of responses to one prompt, stored as (lower id, higher id).
 
     `judgment_count` and `lease_count` are maintained by the queue services so that
-    picking the next task reads one index instead of counting judgments.
+    picking the next task reads one index instead of counting judgments;
+    `a_left_count` / `b_left_count` count the leases that showed response_a /
+    response_b on the left, so the next lease can balance the sides without counting
+    assignments.
     """
 
-    class Origin(models.TextChoices):
-        IMPORT = "import", "Import"
-        GENERATION = "generation", "Generation"
-        EVALUATION = "evaluation", "Evaluation round"
+    Origin = ComparisonOrigin
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="comparisons"
@@ -227,6 +245,12 @@ class Comparison(models.Model):
     )
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0)
+    a_left_count = models.PositiveIntegerField(
+        default=0, help_text="Leases that showed response_a on the left."
+    )
+    b_left_count = models.PositiveIntegerField(
+        default=0, help_text="Leases that showed response_b on the left."
+    )
     random_key = models.FloatField(
         default=random_key_default, help_text="Random tie-breaker for queue order."
     )
@@ -250,6 +274,10 @@ class Comparison(models.Model):
                 condition=Q(gold_choice__isnull=True)
                 | Q(gold_choice__in=Choice.values),
                 name="comparison_gold_choice_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(origin__in=ComparisonOrigin.values),
+                name="comparison_origin_valid",
             ),
         ]
         indexes = [

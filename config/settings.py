@@ -17,6 +17,11 @@ Variables:
     PREFLINE_TEST_DB_NAME name of the test database (lets parallel runs coexist).
     DB_CONN_MAX_AGE       seconds a database connection is kept between requests
                           (default 0; 60 suits gunicorn on PostgreSQL).
+    DB_CONN_HEALTH_CHECKS "0" skips the check (a `SELECT 1`) that a kept connection
+                          still works before each request uses it (default on).
+    DB_PREPARED_STATEMENTS "0" turns PostgreSQL server-side binding and prepared
+                          statements off (default on), e.g. behind pgbouncer in
+                          transaction pooling mode.
     PREFLINE_PITFALL_THRESHOLDS  JSON object overriding training pitfall thresholds,
                           e.g. {"kl_max": 0.5} (listed in the README).
     PREFLINE_TRAINING_CHECK_MODEL_PATHS  "0" lets the web queue runs whose model path
@@ -143,8 +148,18 @@ def _database_config() -> dict:
     config = dj_database_url.parse(
         url,
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
-        conn_health_checks=True,
+        conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", True),
     )
+    if config["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+        "DB_PREPARED_STATEMENTS", True
+    ):
+        # Server-side parameters, and statements that ran `prepare_threshold` times
+        # on a connection prepared: PostgreSQL then skips parsing and planning
+        # (most of its CPU for the annotator API's short queries). Off behind a
+        # pooler in transaction mode (pgbouncer), which cannot keep them.
+        config.setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=5
+        )
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the single writer; IMMEDIATE takes the write
         # lock at BEGIN so two writers queue up instead of failing on upgrade.
@@ -198,7 +213,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's TokenAuthentication, with one plain query instead of a queryset.
+        "annotation.api.serializers.LeanTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -2,16 +2,26 @@
 
 Bodies name only the opaque assignment id; never a model, response or comparison id,
 generation parameters or other annotators' votes (annotation is blind).
+
+These three endpoints are the hot path of annotation (a script or many browsers call
+them back to back), so they stay lean: the token is checked with one plain query
+(`serializers.LeanTokenAuthentication`), the judgment body is checked by the service
+itself (the serializers below document the contract in the OpenAPI schema), and the
+bodies are plain dicts.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.models import Assignment, Project
+from annotation.models import Assignment
 from annotation.selectors.queue import task_payload
 from annotation.services.judgments import (
     MAX_RATIONALE_CHARS,
@@ -25,7 +35,23 @@ from annotation.services.judgments import (
 from annotation.services.queue import NotProjectMember, assignment_skip, next_assignment
 
 PROJECT_NOT_FOUND = "No project {slug!r} among the projects you are a member of."
+BODY_NOT_AN_OBJECT = 'Send a JSON object, e.g. {"choice": "left"}.'
+INVALID_STARTED_AT = "Give an ISO 8601 date and time, e.g. 2026-11-25T09:00:00Z."
 TAGS = ["annotator"]
+
+
+class JsonOnly(DefaultContentNegotiation):
+    """The annotator endpoints answer JSON whatever the Accept header says."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class TaskView(APIView):
+    """JSON in, JSON out: no browsable API to negotiate for on the hot path."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
 
 
 class TaskMessageSerializer(serializers.Serializer):
@@ -90,6 +116,30 @@ def _error(status_code: int, exc: Exception) -> Response:
     return Response({"detail": str(exc)}, status=status_code)
 
 
+def _submission(data) -> dict:
+    """Read the judgment body; the service validates the values themselves."""
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": [BODY_NOT_AN_OBJECT]})
+    strength = data.get("strength")
+    if isinstance(strength, str) and strength.strip().isdigit():
+        strength = int(strength)
+    submission = {
+        "choice": data.get("choice"),
+        "strength": strength,
+        "aspects": data.get("aspects"),
+        "rationale": data.get("rationale"),
+    }
+    started_at = data.get("started_at")
+    if started_at is not None:
+        parsed = parse_datetime(started_at) if isinstance(started_at, str) else None
+        if parsed is None:
+            raise ValidationError({"started_at": [INVALID_STARTED_AT]})
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        submission["started_at"] = parsed
+    return submission
+
+
 def _judgment_body(assignment_id: int, judgment) -> dict:
     side = judgment.left_is_first
     return {
@@ -106,7 +156,7 @@ def _judgment_body(assignment_id: int, judgment) -> dict:
     }
 
 
-class NextTaskView(APIView):
+class NextTaskView(TaskView):
     @extend_schema(
         tags=TAGS,
         operation_id="next_task",
@@ -124,19 +174,16 @@ class NextTaskView(APIView):
         },
     )
     def post(self, request, slug: str) -> Response:
-        project = Project.objects.filter(slug=slug).first()
         try:
-            if project is None:
-                raise NotProjectMember()
-            assignment = next_assignment(annotator=request.user, project=project)
+            assignment = next_assignment(annotator=request.user, project_slug=slug)
         except NotProjectMember:
             raise NotFound(PROJECT_NOT_FOUND.format(slug=slug)) from None
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(TaskPayloadSerializer(task_payload(assignment)).data)
+        return Response(task_payload(assignment))
 
 
-class JudgmentView(APIView):
+class JudgmentView(TaskView):
     @extend_schema(
         tags=TAGS,
         operation_id="judgment_submit",
@@ -164,14 +211,13 @@ class JudgmentView(APIView):
         ],
     )
     def post(self, request, assignment_id: int) -> Response:
-        data = JudgmentSubmitSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        submission = _submission(request.data)
         # The service looks the assignment up among the caller's own (404 otherwise).
         try:
             result = judgment_submit(
                 assignment=Assignment(pk=assignment_id),
                 annotator=request.user,
-                **data.validated_data,
+                **submission,
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from None
@@ -183,7 +229,7 @@ class JudgmentView(APIView):
         return Response(_judgment_body(assignment_id, result.judgment), status=code)
 
 
-class SkipView(APIView):
+class SkipView(TaskView):
     @extend_schema(
         tags=TAGS,
         operation_id="assignment_skip",

@@ -1,21 +1,36 @@
 """Reads behind the researcher dashboard and the annotators' own progress.
 
-The numbers come from one pass over the project's human judgments (a `values_list`,
-no model instances) handed to the pure functions in `annotation.stats`; prior labels
-from imports are never counted as anybody's judgment.
+The dashboard refreshes every few seconds while annotation runs, so its cost per
+judgment is kept small: counts (per annotator: judgments, ties, both-bad, left
+choices, gold accuracy) are aggregated by the database, and the statistics that need
+every judgment (agreement with the majority, Krippendorff's alpha, pairwise Cohen's
+kappa, median seconds) get one compact numeric row per judgment and run vectorised
+through the pure functions in `annotation.stats`. Prior labels from imports are never
+counted as anybody's judgment.
 """
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Q, Sum
+from django.db import connection
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from scipy import sparse
 
 from annotation import stats
-from annotation.models import Assignment, Comparison, Judgment, Project
+from annotation.models import Assignment, Choice, Comparison, Judgment, Project
 
 KAPPA_MIN_OVERLAP = 10
 PER_DAY_WINDOW_DAYS = 14
@@ -83,101 +98,140 @@ class Dashboard:
         return self.judgments_toward_target / self.judgments_target
 
 
+_CHOICE_CODE = Case(
+    *(When(choice=name, then=Value(code)) for name, code in stats.CHOICE_CODES.items()),
+    output_field=IntegerField(),
+)
+_LEFT_PICK = Q(choice=Choice.FIRST, left_is_first=True) | Q(
+    choice=Choice.SECOND, left_is_first=False
+)
+
+
+def _human_judgments(project: Project):
+    return Judgment.objects.filter(
+        comparison__project=project, origin=Judgment.Origin.HUMAN
+    ).order_by()
+
+
 def _judgment_arrays(project: Project) -> dict[str, np.ndarray]:
-    rows = list(
-        Judgment.objects.filter(
-            comparison__project=project, origin=Judgment.Origin.HUMAN
-        ).values_list(
-            "comparison_id",
-            "annotator_id",
-            "choice",
-            "left_is_first",
-            "duration_ms",
-            "comparison__gold_choice",
-        )
+    """The project's human judgments as compact arrays: ids, choice code, seconds.
+
+    One row of four numbers per judgment (the choice is coded in SQL), fetched as
+    plain tuples (no per-row conversion in Python) into one float array: ids stay
+    exact below 2**53, a missing duration becomes nan.
+    """
+    rows = (
+        _human_judgments(project)
+        .annotate(code=_CHOICE_CODE)
+        .values_list("comparison_id", "annotator_id", "code", "duration_ms")
     )
-    if not rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return {
-            "units": empty,
-            "coders": empty,
-            "values": empty,
-            "left_is_first": np.zeros(0, dtype=bool),
-            "has_position": np.zeros(0, dtype=bool),
-            "seconds": np.zeros(0),
-            "gold": empty,
-        }
-    units, coders, choices, left_is_first, duration_ms, gold = zip(*rows, strict=True)
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        table = np.array(cursor.fetchall(), dtype=float).reshape(-1, 4)
     return {
-        "units": np.array(units, dtype=np.int64),
-        "coders": np.array(coders, dtype=np.int64),
-        "values": stats.encode_choices(choices),
-        # A judgment without a recorded position is left out of the left rate.
-        "left_is_first": np.array([bool(v) for v in left_is_first]),
-        "has_position": np.array([v is not None for v in left_is_first]),
-        "seconds": np.array(
-            [np.nan if d is None else d / 1000 for d in duration_ms], dtype=float
-        ),
-        # -1 marks "not a gold comparison".
-        "gold": np.array(
-            [-1 if g is None else stats.CHOICE_CODES[g] for g in gold], dtype=np.int64
-        ),
+        "units": table[:, 0].astype(np.int64),
+        "coders": table[:, 1].astype(np.int64),
+        "values": table[:, 2].astype(np.int64),
+        "seconds": table[:, 3] / 1000,
     }
 
 
-def _left_rate(data: dict[str, np.ndarray], mask: np.ndarray) -> stats.Proportion:
-    mask = mask & data["has_position"]
-    return stats.left_choice_rate(data["values"][mask], data["left_is_first"][mask])
-
-
-def _annotator_rows(data: dict[str, np.ndarray]) -> list[AnnotatorRow]:
-    usernames = dict(
-        get_user_model()
-        .objects.filter(pk__in=set(data["coders"].tolist()))
-        .values_list("pk", "username")
+def _annotator_counts(project: Project) -> list[dict]:
+    """Per-annotator counts, aggregated by the database (ordered by username, as
+    Python orders text: the database's collation may differ)."""
+    decisive = Q(choice__in=[Choice.FIRST, Choice.SECOND], left_is_first__isnull=False)
+    counts = (
+        _human_judgments(project)
+        .values("annotator_id", "annotator__username")
+        .annotate(
+            n=Count("id"),
+            tie=Count("id", filter=Q(choice=Choice.TIE)),
+            both_bad=Count("id", filter=Q(choice=Choice.BOTH_BAD)),
+            decisive=Count("id", filter=decisive),
+            left=Count("id", filter=decisive & _LEFT_PICK),
+            gold=Count("id", filter=Q(comparison__gold_choice__isnull=False)),
+            gold_correct=Count("id", filter=Q(choice=F("comparison__gold_choice"))),
+        )
     )
-    agrees = stats.agreement_with_majority(data["units"], data["values"])
+    return sorted(counts, key=lambda row: row["annotator__username"])
+
+
+def _by_coder(coders: np.ndarray, keys: np.ndarray, weights: np.ndarray) -> dict:
+    """Sum `weights` per coder id; {coder id: sum} for the ids in `keys`."""
+    if not coders.size:
+        return {}
+    index = np.searchsorted(keys, coders)
+    sums = np.bincount(index, weights=weights, minlength=keys.size)
+    return dict(zip(keys.tolist(), sums.tolist(), strict=True))
+
+
+def _annotator_rows(
+    counts: list[dict], data: dict[str, np.ndarray]
+) -> list[AnnotatorRow]:
     keys, medians = stats.grouped_median(data["coders"], data["seconds"])
     median_by_coder = dict(zip(keys.tolist(), medians.tolist(), strict=True))
-    rows = []
-    for coder in sorted(usernames, key=lambda pk: usernames[pk]):
-        mine = data["coders"] == coder
-        gold_mask = mine & (data["gold"] >= 0)
-        defined = mine & ~np.isnan(agrees)
-        rows.append(
-            AnnotatorRow(
-                user_id=coder,
-                username=usernames[coder],
-                judgments=int(mine.sum()),
-                median_seconds=median_by_coder.get(coder, float("nan")),
-                gold=stats.gold_accuracy(
-                    data["values"][gold_mask], data["gold"][gold_mask]
-                ),
-                majority=stats.proportion(
-                    int(agrees[defined].sum()), int(defined.sum())
-                ),
-                left=_left_rate(data, mine),
-                tie=stats.choice_rate(data["values"][mine], stats.TIE),
-                both_bad=stats.choice_rate(data["values"][mine], stats.BOTH_BAD),
-            )
+    agrees = stats.agreement_with_majority(data["units"], data["values"])
+    defined = ~np.isnan(agrees)
+    agreed = _by_coder(data["coders"], keys, np.where(defined, agrees, 0.0))
+    judged = _by_coder(data["coders"], keys, defined.astype(float))
+    return [
+        AnnotatorRow(
+            user_id=row["annotator_id"],
+            username=row["annotator__username"],
+            judgments=row["n"],
+            median_seconds=median_by_coder.get(row["annotator_id"], float("nan")),
+            gold=stats.proportion(row["gold_correct"], row["gold"]),
+            majority=stats.proportion(
+                int(agreed.get(row["annotator_id"], 0)),
+                int(judged.get(row["annotator_id"], 0)),
+            ),
+            left=stats.proportion(row["left"], row["decisive"]),
+            tie=stats.proportion(row["tie"], row["n"]),
+            both_bad=stats.proportion(row["both_bad"], row["n"]),
         )
-    return rows
+        for row in counts
+    ]
+
+
+def _pairwise_kappa(units, coders, values, min_overlap: int):
+    """Cohen's kappa of every coder pair sharing `min_overlap` units or more.
+
+    The same pairs, order and numbers as `stats.pairwise_cohen_kappa`, which walks
+    every judgment in Python: here the overlaps of all pairs come from one sparse
+    product, and each qualifying pair's shared labels from one sorted intersection
+    handed to `stats.cohen_kappa`.
+    """
+    coder_keys, coder_index = np.unique(coders, return_inverse=True)
+    unit_keys, unit_index = np.unique(units, return_inverse=True)
+    presence = sparse.csr_matrix(
+        (np.ones(units.size), (coder_index, unit_index)),
+        shape=(coder_keys.size, unit_keys.size),
+    )
+    overlap = (presence @ presence.T).toarray()
+    order = np.lexsort((unit_index, coder_index))
+    starts = np.searchsorted(coder_index[order], np.arange(coder_keys.size + 1))
+    mine = [
+        (unit_index[order[a:b]], values[order[a:b]])
+        for a, b in itertools.pairwise(starts)
+    ]
+    pairs = np.argwhere(np.triu(overlap >= max(min_overlap, 1), k=1))
+    out = []
+    for a, b in pairs.tolist():
+        (units_a, labels_a), (units_b, labels_b) = mine[a], mine[b]
+        _, in_a, in_b = np.intersect1d(
+            units_a, units_b, assume_unique=True, return_indices=True
+        )
+        kappa = stats.cohen_kappa(labels_a[in_a], labels_b[in_b])
+        out.append((int(coder_keys[a]), int(coder_keys[b]), int(in_a.size), kappa))
+    return out
 
 
 def _kappa_rows(data: dict[str, np.ndarray], usernames: dict) -> list[KappaRow]:
-    pairs = stats.pairwise_cohen_kappa(
-        data["units"], data["coders"], data["values"], min_overlap=KAPPA_MIN_OVERLAP
+    pairs = _pairwise_kappa(
+        data["units"], data["coders"], data["values"], KAPPA_MIN_OVERLAP
     )
-    return [
-        KappaRow(usernames[a], usernames[b], int(n), float(k))
-        for a, b, n, k in zip(
-            pairs.coder_a.tolist(),
-            pairs.coder_b.tolist(),
-            pairs.n.tolist(),
-            pairs.kappa.tolist(),
-            strict=True,
-        )
-    ]
+    return [KappaRow(usernames[a], usernames[b], n, k) for a, b, n, k in pairs]
 
 
 def judgments_per_day(
@@ -216,16 +270,20 @@ def project_dashboard(*, project: Project, now=None) -> Dashboard:
         gold=Count("id", filter=~regular),
     )
     data = _judgment_arrays(project)
-    rows = _annotator_rows(data)
+    counts = _annotator_counts(project)
+    rows = _annotator_rows(counts, data)
     usernames = {row.user_id: row.username for row in rows}
-    everyone = np.ones(data["values"].size, dtype=bool)
     _, per_unit = np.unique(data["units"], return_counts=True)
+    total = {
+        key: sum(row[key] for row in counts)
+        for key in ("n", "tie", "both_bad", "decisive", "left")
+    }
     return Dashboard(
         comparisons=comparison_counts["total"],
         complete=comparison_counts["complete"],
         gold_comparisons=comparison_counts["gold"],
         target_per_comparison=project.target_judgments,
-        judgments=int(data["values"].size),
+        judgments=total["n"],
         judgments_toward_target=comparison_counts["judged"],
         judgments_target=comparison_counts["total"] * project.target_judgments,
         leased_now=Assignment.objects.filter(
@@ -239,9 +297,9 @@ def project_dashboard(*, project: Project, now=None) -> Dashboard:
         alpha_units=int((per_unit >= 2).sum()),
         kappas=_kappa_rows(data, usernames),
         kappa_min_overlap=KAPPA_MIN_OVERLAP,
-        left=_left_rate(data, everyone),
-        tie=stats.choice_rate(data["values"], stats.TIE),
-        both_bad=stats.choice_rate(data["values"], stats.BOTH_BAD),
+        left=stats.proportion(total["left"], total["decisive"]),
+        tie=stats.proportion(total["tie"], total["n"]),
+        both_bad=stats.proportion(total["both_bad"], total["n"]),
         generated_at=now,
         prior_labels=Judgment.objects.filter(
             comparison__project=project, origin=Judgment.Origin.PRIOR

@@ -11,19 +11,27 @@ lease that expired is still honoured while the comparison has a free slot (its
 judgments plus the other live leases stay under the project's target); otherwise the
 submission is refused, so no comparison ever gets more judgments than its target.
 
-Lock order (shared with `services.queue`): assignment row, then comparison row.
+Lock order (shared with `services.queue`, which documents it): comparison row, then
+assignment row, both taken by the one statement of `assignment_lock`. The statements
+of this path are plain SQL for the reason `services.queue` gives.
 """
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.models import Assignment, Choice, Comparison, Judgment
+from annotation.models import Assignment, Choice, Comparison, Judgment, Project
+from annotation.selectors.queue import (
+    from_db_datetime,
+    from_db_json,
+    loaded,
+    to_db_datetime,
+)
 
 LEFT, RIGHT, TIE, BOTH_BAD = "left", "right", "tie", "both_bad"
 POSITIONAL_CHOICES = (LEFT, RIGHT, TIE, BOTH_BAD)
@@ -39,6 +47,7 @@ JUDGMENT_CONFLICT = (
     "changed."
 )
 ASSIGNMENT_SKIPPED = "You skipped this task; it can no longer be judged."
+ALREADY_JUDGED = "This task was already judged; it cannot be skipped."
 LEASE_EXPIRED_TARGET_MET = (
     "Your time on this task ran out and it has meanwhile been given to other "
     "annotators, who cover all the judgments it needs; your answer was not stored. "
@@ -173,6 +182,143 @@ def _duration_ms(start: dt.datetime, end: dt.datetime) -> int | None:
     return max(0, int((end - start).total_seconds() * 1000))
 
 
+def for_update(of: str, *, skip_locked: bool = False) -> str:
+    """The row-lock clause for plain SQL (none on SQLite, whose writers queue up).
+
+    PostgreSQL takes the locks of `FOR UPDATE OF x, y` in the order listed, row by
+    row, which `assignment_lock` relies on (tests/annotation/test_queue_lock_order.py
+    checks it).
+    """
+    if not connection.features.has_select_for_update:
+        return ""
+    return f" FOR UPDATE OF {of}" + (" SKIP LOCKED" if skip_locked else "")
+
+
+_LOCK_SQL = f"""
+    SELECT a.status, a.left_is_first, a.leased_at, a.expires_at, a.comparison_id,
+           c.judgment_count, c.lease_count, c.gold_choice, c.project_id,
+           pr.target_judgments, pr.aspects, pr.allow_tie, pr.allow_both_bad
+    FROM {Assignment._meta.db_table} a
+    JOIN {Comparison._meta.db_table} c ON c.id = a.comparison_id
+    JOIN {Project._meta.db_table} pr ON pr.id = c.project_id
+    WHERE a.id = %s AND a.annotator_id = %s"""
+
+
+def assignment_lock(*, assignment_id: int, annotator) -> Assignment | None:
+    """Lock the annotator's assignment and its comparison (in that lock order:
+    comparison first); return the assignment with its comparison and project, or
+    None when it is not theirs. Call inside a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_SQL + for_update("c, a"), [assignment_id, annotator.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    status, left_is_first, leased_at, expires_at, comparison_id = row[:5]
+    judgment_count, lease_count, gold_choice, project_id = row[5:9]
+    target, aspects, allow_tie, allow_both_bad = row[9:]
+    project = loaded(
+        Project,
+        id=project_id,
+        target_judgments=target,
+        aspects=from_db_json(aspects),
+        allow_tie=allow_tie,
+        allow_both_bad=allow_both_bad,
+    )
+    comparison = loaded(
+        Comparison,
+        id=comparison_id,
+        project_id=project_id,
+        gold_choice=gold_choice,
+        judgment_count=judgment_count,
+        lease_count=lease_count,
+    )
+    comparison.project = project
+    assignment = loaded(
+        Assignment,
+        id=assignment_id,
+        annotator_id=annotator.pk,
+        comparison_id=comparison_id,
+        status=status,
+        left_is_first=left_is_first,
+        leased_at=from_db_datetime(leased_at),
+        expires_at=from_db_datetime(expires_at),
+    )
+    assignment.comparison = comparison
+    return assignment
+
+
+_JUDGMENT_FIELDS = (
+    "public_id",
+    "comparison_id",
+    "annotator_id",
+    "assignment_id",
+    "origin",
+    "choice",
+    "strength",
+    "aspect_choices",
+    "rationale",
+    "left_is_first",
+    "is_gold",
+    "started_at",
+    "submitted_at",
+    "duration_ms",
+)
+_INSERT_JUDGMENT_SQL = "INSERT INTO {table} ({columns}) VALUES ({values})".format(
+    table=Judgment._meta.db_table,
+    columns=", ".join(Judgment._meta.get_field(f).column for f in _JUDGMENT_FIELDS),
+    values=", ".join(["%s"] * len(_JUDGMENT_FIELDS)),
+)
+_SUBMITTED_SQL = (
+    f"UPDATE {Assignment._meta.db_table} SET status = %s, completed_at = %s "
+    "WHERE id = %s"
+)
+_COUNT_JUDGMENT_SQL = (
+    f"UPDATE {Comparison._meta.db_table} "
+    "SET judgment_count = judgment_count + 1, lease_count = lease_count - %s "
+    "WHERE id = %s"
+)
+
+
+def write_together(
+    cursor, first: tuple[str, list], *others: tuple[str, list], pk: int | None = None
+) -> int:
+    """Run the write `first` (an INSERT, or an UPDATE of the row `pk`) and then
+    `others`; return the id of `first`'s row.
+
+    On PostgreSQL they go as one statement (data-modifying WITH queries: one round
+    trip, one parse instead of several; all of them run whether or not the final
+    SELECT reads them); elsewhere one by one.
+    """
+    sql, params = first
+    rest = [p for _, other_params in others for p in other_params]
+    if connection.vendor == "postgresql":
+        parts = [f"w0 AS ({sql} RETURNING id)"]
+        parts += [f"w{i} AS ({other})" for i, (other, _) in enumerate(others, 1)]
+        cursor.execute(f"WITH {', '.join(parts)} SELECT id FROM w0", [*params, *rest])
+        return cursor.fetchone()[0]
+    if pk is None and connection.features.can_return_columns_from_insert:
+        cursor.execute(sql + " RETURNING id", params)
+        pk = cursor.fetchone()[0]
+    else:
+        cursor.execute(sql, params)
+        pk = cursor.lastrowid if pk is None else pk
+    for other, other_params in others:
+        cursor.execute(other, other_params)
+    return pk
+
+
+def _judgment_row(values: dict) -> list:
+    """The values in `_JUDGMENT_FIELDS` order, as the backend stores them (what each
+    field's `get_db_prep_save` gives, for the fields that need it here)."""
+    row = dict(values)
+    if not connection.features.has_native_uuid_field:
+        row["public_id"] = row["public_id"].hex
+    row["aspect_choices"] = connection.ops.adapt_json_value(row["aspect_choices"], None)
+    for name in ("started_at", "submitted_at"):
+        row[name] = to_db_datetime(row[name])
+    return [row[name] for name in _JUDGMENT_FIELDS]
+
+
 @transaction.atomic
 def judgment_submit(
     *,
@@ -194,15 +340,11 @@ def judgment_submit(
     judgment exists, or the task was skipped) and `LeaseExpiredTargetMet`.
     """
     now = now or timezone.now()
-    locked = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("comparison__project")
-        .filter(pk=assignment.pk, annotator_id=annotator.pk)
-        .first()
-    )
+    locked = assignment_lock(assignment_id=assignment.pk, annotator=annotator)
     if locked is None:
         raise AssignmentNotFound()
-    project = locked.comparison.project
+    comparison = locked.comparison
+    project = comparison.project
     choice, strength, aspects, rationale = judgment_validate(
         project=project,
         choice=choice,
@@ -217,7 +359,7 @@ def judgment_submit(
     }
 
     if locked.status == Assignment.Status.SUBMITTED:
-        existing = Judgment.objects.get(assignment=locked)
+        existing = Judgment.objects.get(assignment_id=locked.pk)
         same = (
             existing.choice == canonical
             and existing.strength == strength
@@ -230,7 +372,6 @@ def judgment_submit(
     if locked.status == Assignment.Status.SKIPPED:
         raise JudgmentConflict(ASSIGNMENT_SKIPPED)
 
-    comparison = Comparison.objects.select_for_update().get(pk=locked.comparison_id)
     holds_slot = locked.status == Assignment.Status.LEASED
     live = holds_slot and locked.expires_at > now
     if not live and not comparison.is_gold:
@@ -239,28 +380,31 @@ def judgment_submit(
             raise LeaseExpiredTargetMet()
 
     start = _duration_start(locked, started_at, now)
-    judgment = Judgment.objects.create(
-        comparison=comparison,
-        annotator_id=annotator.pk,
-        assignment=locked,
-        origin=Judgment.Origin.HUMAN,
-        choice=canonical,
-        strength=strength,
-        aspect_choices=canonical_aspects,
-        rationale=rationale,
-        left_is_first=locked.left_is_first,
-        is_gold=comparison.is_gold,
-        started_at=start,
-        submitted_at=now,
-        duration_ms=_duration_ms(start, now),
-    )
-    Assignment.objects.filter(pk=locked.pk).update(
-        status=Assignment.Status.SUBMITTED, completed_at=now
-    )
-    Comparison.objects.filter(pk=comparison.pk).update(
-        judgment_count=F("judgment_count") + 1,
-        lease_count=F("lease_count") - int(holds_slot),
-    )
+    values = {
+        "public_id": uuid.uuid4(),
+        "comparison_id": comparison.pk,
+        "annotator_id": annotator.pk,
+        "assignment_id": locked.pk,
+        "origin": Judgment.Origin.HUMAN,
+        "choice": canonical,
+        "strength": strength,
+        "aspect_choices": canonical_aspects,
+        "rationale": rationale,
+        "left_is_first": locked.left_is_first,
+        "is_gold": comparison.is_gold,
+        "started_at": start,
+        "submitted_at": now,
+        "duration_ms": _duration_ms(start, now),
+    }
+    submitted = [Assignment.Status.SUBMITTED, to_db_datetime(now), locked.pk]
+    with connection.cursor() as cursor:
+        pk = write_together(
+            cursor,
+            (_INSERT_JUDGMENT_SQL, _judgment_row(values)),
+            (_SUBMITTED_SQL, submitted),
+            (_COUNT_JUDGMENT_SQL, [int(holds_slot), comparison.pk]),
+        )
+    judgment = loaded(Judgment, id=pk, import_batch_id=None, **values)
     assignment.status = Assignment.Status.SUBMITTED
     assignment.completed_at = now
     return SubmitResult(judgment=judgment, created=True)

@@ -4,6 +4,7 @@ import datetime as dt
 import json
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -182,13 +183,86 @@ def test_session_authentication_works_with_csrf(project, annotator):
     assert response.status_code == 200
 
 
-def test_next_task_query_count_is_bounded(
-    project, annotator, api_client_for, django_assert_max_num_queries
+@pytest.fixture
+def reclaim_not_due(monkeypatch):
+    """The periodic reclaim just ran in this process (it runs at most every 5 s)."""
+    from annotation.services import queue
+
+    monkeypatch.setattr(
+        queue, "_next_reclaim_at", timezone.now() + queue.RECLAIM_EVERY / 2
+    )
+
+
+def test_the_whole_http_calls_take_a_fixed_number_of_queries(
+    project, annotator, api_client_for, reclaim_not_due, django_assert_num_queries
 ):
+    """Every query of the request, authentication included. The test's transaction
+    turns each call's own into a savepoint (2 queries, where a server has BEGIN and
+    COMMIT); SQLite runs the writes that PostgreSQL sends as one statement apart."""
     make_comparisons(project, 30)
     client = api_client_for(annotator)
-    with django_assert_max_num_queries(13):
-        assert _next(client, project).status_code == 200
+    sqlite = connection.vendor == "sqlite"
+    # token, savepoint, membership + project, held lease, pick, lease writes
+    with django_assert_num_queries(7 + sqlite):
+        task = _next(client, project)
+    assert task.status_code == 200
+    # token, savepoint, lock, judgment + assignment + comparison writes
+    with django_assert_num_queries(5 + 2 * sqlite):
+        judged = _judge(client, task.json()["assignment"], {"choice": "left"})
+    assert judged.status_code == 201
+
+
+def test_answers_are_json_whatever_the_accept_header_says(
+    project, annotator, api_client_for
+):
+    make_comparisons(project, 1)
+    client = api_client_for(annotator)
+    response = client.post(
+        reverse("api-next-task", args=[project.slug]), HTTP_ACCEPT="text/html"
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["assignment"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"choice": "left", "started_at": "yesterday"}, "started_at"),
+        ({"choice": "left", "started_at": 12}, "started_at"),
+        (["left"], "non_field_errors"),
+        ({"choice": "left", "rationale": 5}, "rationale"),
+    ],
+)
+def test_malformed_judgment_bodies_are_400_naming_the_field(
+    project, annotator, api_client_for, body, field
+):
+    make_comparisons(project, 1)
+    client = api_client_for(annotator)
+    task = _next(client, project).json()
+    response = _judge(client, task["assignment"], body)
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Judgment.objects.exists()
+
+
+def test_strength_may_come_as_digits_and_started_at_sets_the_duration(
+    project, annotator, api_client_for
+):
+    make_comparisons(project, 1)
+    client = api_client_for(annotator)
+    task = _next(client, project).json()
+    started = Assignment.objects.get().leased_at - dt.timedelta(seconds=5)
+    naive = started.replace(tzinfo=None).isoformat()  # read as UTC
+    response = _judge(
+        client,
+        task["assignment"],
+        {"choice": "right", "strength": "3", "started_at": naive},
+    )
+    assert response.status_code == 201
+    judgment = Judgment.objects.get()
+    assert judgment.strength == 3 and response.json()["strength"] == 3
+    assert judgment.started_at == started
 
 
 def test_late_submission_is_409_once_others_cover_the_target(

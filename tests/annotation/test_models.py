@@ -18,6 +18,7 @@ from annotation.models import (
     Assignment,
     Choice,
     Comparison,
+    ImportBatch,
     Judgment,
     Membership,
     Project,
@@ -67,6 +68,17 @@ def assignment(r, **fields):
 
 def project_row(**fields):
     return Project.objects.create(**({"slug": "x", "name": "x"} | fields))
+
+
+def import_batch(r, **fields):
+    values = {
+        "project": r["project"],
+        "file_name": "pairs.jsonl",
+        "sha256": "0" * 64,
+        "format": "trl_standard",
+        "status": ImportBatch.Status.SUCCEEDED,
+    } | fields
+    return ImportBatch.objects.create(**values)
 
 
 def comparison_pair(r, low, high, **fields):
@@ -129,6 +141,13 @@ VIOLATIONS: dict[str, list[Callable[[dict], object]]] = {
             r, r["responses"][0], r["responses"][2], gold_choice="left"
         )
     ],
+    "comparison_origin_valid": [
+        lambda r: comparison_pair(
+            r, r["responses"][0], r["responses"][2], origin="scraped"
+        )
+    ],
+    "import_batch_status_valid": [lambda r: import_batch(r, status="running")],
+    "import_batch_split_valid": [lambda r: import_batch(r, split="test")],
     "assignment_one_per_comparison_annotator": [
         lambda r: (assignment(r), assignment(r))
     ],
@@ -176,6 +195,10 @@ def test_valid_rows_are_accepted(rows):
     assignment(rows)
     judgment(rows, annotator=None, origin="prior", choice=Choice.TIE)
     assert Judgment.objects.count() == 2
+    import_batch(rows, split="heldout", status=ImportBatch.Status.FAILED)
+    comparison_pair(
+        rows, rows["responses"][0], rows["responses"][2], origin="evaluation"
+    )
 
 
 @pytest.mark.parametrize(

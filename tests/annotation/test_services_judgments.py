@@ -306,3 +306,29 @@ def test_positional_round_trip():
         for choice in svc.POSITIONAL_CHOICES:
             canonical = svc.to_canonical(choice, left_is_first=side)
             assert svc.to_positional(canonical, left_is_first=side) == choice
+
+
+def test_the_returned_judgment_is_the_stored_row(project, annotator):
+    """The plain-SQL insert returns what the ORM reads back, field by field."""
+    make_comparisons(project, 1, gold=1)
+    project.gold_rate = 1.0
+    project.save()
+    assignment = _lease(project, annotator, now=NOW)
+    result = judgment_submit(
+        assignment=assignment,
+        annotator=annotator,
+        choice="right",
+        strength=1,
+        aspects={"helpfulness": "left"},
+        rationale="  Clearer.  ",
+        now=NOW + dt.timedelta(seconds=7),
+    )
+    stored = Judgment.objects.get()
+    for field in Judgment._meta.concrete_fields:
+        assert getattr(result.judgment, field.attname) == getattr(
+            stored, field.attname
+        ), field.name
+    assert stored.is_gold and stored.rationale == "Clearer."
+    assert stored.duration_ms == 7000
+    comparison = Comparison.objects.get(pk=assignment.comparison_id)
+    assert (comparison.judgment_count, comparison.lease_count) == (1, 0)

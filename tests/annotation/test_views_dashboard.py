@@ -10,18 +10,22 @@ import random
 import krippendorff
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 from scipy.stats import binomtest
 from sklearn.metrics import cohen_kappa_score
 
+from annotation import stats
 from annotation.models import Choice, Comparison, Judgment, Role
+from annotation.selectors import dashboard
 from annotation.selectors.dashboard import own_progress, project_dashboard
 from annotation.services.comparisons import comparison_update
 from annotation.services.judgments import judgment_submit
 from annotation.services.projects import project_create
 from annotation.services.queue import assignment_skip, next_assignment
 from annotation.views.access import NOT_A_MEMBER, RESEARCHERS_ONLY
+from tests.annotation.queue_factories import make_comparisons
 from tests.annotation.ui_data import make_task_data
 
 TOL = 1e-9
@@ -221,3 +225,103 @@ def test_project_list_links_researchers_to_their_pages(client, project, research
         assert reverse(name, args=[project.slug]) in body
     page = client.get(reverse("annotate", args=[project.slug])).content.decode()
     assert reverse("dashboard", args=[project.slug]) in page
+
+
+def _bulk_judged(project, annotators, comparisons: int, seed: int, share=1.0):
+    """`comparisons` comparisons, each judged by a random share of the annotators."""
+    rng = random.Random(seed)
+    rows = make_comparisons(project, comparisons, tag=f"s{seed}-")
+    users = list(get_user_model().objects.filter(username__in=annotators))
+    now = timezone.now()
+    Judgment.objects.bulk_create(
+        Judgment(
+            comparison=comparison,
+            annotator=user,
+            choice=rng.choice(list(CODES)),
+            left_is_first=rng.random() < 0.5,
+            duration_ms=rng.randint(500, 90_000),
+            submitted_at=now,
+        )
+        for comparison in rows
+        for user in users
+        if rng.random() < share
+    )
+
+
+def test_kappa_of_many_annotators_with_partial_overlap_matches_the_references(
+    project, make_user
+):
+    names = [f"k{i}" for i in range(7)]
+    for name in names:
+        make_user(name, project=project, role=Role.ANNOTATOR)
+    _bulk_judged(project, names, 60, seed=3, share=0.4)
+    dash = project_dashboard(project=project)
+    data = rows()
+    units = np.array([r[0] for r in data])
+    coders = np.array([r[1] for r in data])
+    values = np.array([CODES[r[2]] for r in data])
+    old = stats.pairwise_cohen_kappa(units, coders, values, min_overlap=10)
+    assert len(dash.kappas) == len(old.n) > 0
+    by_id = dict(
+        get_user_model()
+        .objects.filter(username__in=names)
+        .values_list("pk", "username")
+    )
+    for row, a, b, n, kappa in zip(
+        dash.kappas, old.coder_a, old.coder_b, old.n, old.kappa, strict=True
+    ):
+        assert (row.annotator_a, row.annotator_b, row.overlap) == (
+            by_id[a],
+            by_id[b],
+            n,
+        )
+        assert row.kappa == kappa  # the same computation, bit for bit
+        shared = sorted(set(units[coders == a]) & set(units[coders == b]))
+        label = {(u, c): v for u, c, v in zip(units, coders, values, strict=True)}
+        expected = cohen_kappa_score(
+            [label[u, a] for u in shared], [label[u, b] for u in shared]
+        )
+        assert row.kappa == pytest.approx(expected, abs=TOL)
+
+
+def _python_lines_in(paths: set[str], function) -> int:
+    """Python lines executed in the files `paths` while `function` runs."""
+    import sys
+
+    count = 0
+
+    def local(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return local
+
+    def trace(frame, event, arg):
+        return local if frame.f_code.co_filename in paths else None
+
+    sys.settrace(trace)
+    try:
+        function()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_dashboard_python_work_does_not_grow_with_the_number_of_judgments(
+    project, make_user
+):
+    """The dashboard reloads every few seconds: its per-judgment work must be in
+    the database and in NumPy, not in Python loops (SQL rows still arrive one by
+    one, in Django; the statistics code itself does a fixed amount of work)."""
+    names = [f"d{i}" for i in range(4)]
+    for name in names:
+        make_user(name, project=project, role=Role.ANNOTATOR)
+    paths = {dashboard.__file__, stats.__file__}
+    counts = []
+    for seed, comparisons in ((1, 50), (2, 150)):
+        _bulk_judged(project, names, comparisons, seed=seed)
+        counts.append(
+            _python_lines_in(paths, lambda: project_dashboard(project=project))
+        )
+    # 200 judgments, then 800 in all: the lines run may not follow.
+    assert counts[1] < 1.2 * counts[0], counts
