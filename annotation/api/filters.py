@@ -105,10 +105,7 @@ class ComparisonFilter(django_filters.FilterSet):
         )
 
 
-class AnnotatorJudgmentFilter(django_filters.FilterSet):
-    """Filters an annotator may use on their own judgments."""
-
-    choice = django_filters.ChoiceFilter(choices=Choice.choices)
+class _SubmittedFilter(django_filters.FilterSet):
     submitted_after = django_filters.DateTimeFilter(
         field_name="submitted_at",
         lookup_expr="gte",
@@ -120,14 +117,48 @@ class AnnotatorJudgmentFilter(django_filters.FilterSet):
         label="Submitted before this ISO 8601 date or time.",
     )
 
+
+PICKED_SIDES = (
+    ("left", "left"),
+    ("right", "right"),
+    (Choice.TIE, "tie"),
+    (Choice.BOTH_BAD, "both bad"),
+)
+_SIDE_QUERIES = {
+    "left": Q(choice=Choice.FIRST, left_is_first=True)
+    | Q(choice=Choice.SECOND, left_is_first=False),
+    "right": Q(choice=Choice.SECOND, left_is_first=True)
+    | Q(choice=Choice.FIRST, left_is_first=False),
+    Choice.TIE: Q(choice=Choice.TIE),
+    Choice.BOTH_BAD: Q(choice=Choice.BOTH_BAD),
+}
+
+
+class AnnotatorJudgmentFilter(_SubmittedFilter):
+    """Filters an annotator may use on their own judgments: by the side they picked.
+
+    Never by the canonical choice: `?choice=first` next to the sides shown would
+    tell which response was the comparison's first (annotation is blind).
+    """
+
+    picked_side = django_filters.ChoiceFilter(
+        choices=PICKED_SIDES,
+        method="filter_picked_side",
+        label="The side you picked: left, right, tie or both_bad.",
+    )
+
     class Meta:
         model = Judgment
-        fields = ["choice", "submitted_after", "submitted_before"]
+        fields = ["picked_side", "submitted_after", "submitted_before"]
+
+    def filter_picked_side(self, queryset, name, value):
+        return queryset.filter(_SIDE_QUERIES[value])
 
 
-class JudgmentFilter(AnnotatorJudgmentFilter):
-    """Researchers' filters: also by annotator, origin (human or prior) and gold."""
+class JudgmentFilter(_SubmittedFilter):
+    """Researchers' filters: canonical choice, annotator, origin, gold."""
 
+    choice = django_filters.ChoiceFilter(choices=Choice.choices)
     annotator = django_filters.CharFilter(
         field_name="annotator__username", label="Annotator's username."
     )

@@ -5,9 +5,9 @@ generation parameters or other annotators' votes (annotation is blind).
 
 These three endpoints are the hot path of annotation (a script or many browsers call
 them back to back), so they stay lean: the token is checked with one plain query
-(`serializers.LeanTokenAuthentication`), the judgment body is checked by the service
-itself (the serializers below document the contract in the OpenAPI schema), and the
-bodies are plain dicts.
+(`annotation.authentication.LeanTokenAuthentication`), the judgment body is checked
+by the service itself (the serializers below document the contract in the OpenAPI
+schema), and the bodies are plain dicts.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError

@@ -81,3 +81,24 @@ def test_researchers_still_read_canonical_judgments(
         "helpfulness": Choice.FIRST,
         "harmlessness": Choice.TIE,
     }
+
+
+def test_annotators_filter_by_the_side_they_picked_never_the_canonical_choice(
+    two_judgments, annotator, api_client_for
+):
+    """`?choice=first` beside the shown sides would map positions to responses."""
+    client = api_client_for(annotator)
+    rows = client.get(URL, {"picked_side": "left"}).json()["results"]
+    assert len(rows) == 2
+    assert client.get(URL, {"picked_side": "right"}).json()["results"] == []
+    response = client.get(URL, {"choice": "first"})
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 2  # not a filter for annotators
+    assert client.get(URL, {"picked_side": "first"}).status_code == 400
+
+
+def test_researchers_filter_by_the_canonical_choice(
+    two_judgments, researcher, api_client_for
+):
+    rows = api_client_for(researcher).get(URL, {"choice": "first"}).json()["results"]
+    assert [row["left_is_first"] for row in rows] == [True]
