@@ -44,7 +44,7 @@ def field_errors(check, *args, **kwargs):
         raise ValidationError(exc.messages) from None
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyMixin:
     """Browse and search only: these rows are written by imports and the queue."""
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -55,6 +55,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass
 
 
 class MembershipWritesMixin:
@@ -184,21 +188,12 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
-class ResponseInline(admin.StackedInline):
+class ResponseInline(ReadOnlyMixin, admin.StackedInline):
     model = Response
     extra = 0
     fields = ["model_name", "text", "generation_params", "external_id", "content_hash"]
     readonly_fields = fields
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Prompt)
