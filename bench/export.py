@@ -30,8 +30,8 @@ Each child first imports what the export loads lazily (pyarrow modules, xxhash,
 fixed cost is reported apart (`imports_s`), not in the timings.
 
 Reported per size: wall time, rows/s, judgments/s, peak RSS (ru_maxrss of each
-child), CPU seconds of the exporting process and of its PostgreSQL backend
-(/proc, local server only), the export's stage timings, the ratios (a)
+child), CPU seconds of the exporting process and of the PostgreSQL server (all its
+processes, /proc, local server only), the export's stage timings, the ratios (a)
 export_parquet / floor_parquet and (b) export_all / floor_all (targets: within 3x),
 and microseconds per judgment at each size (linearity). Timings are the best of
 `--repeat` runs. Writes `bench/results/export.json`.
@@ -180,7 +180,8 @@ def _preimport(files: str) -> float:
     import importlib
 
     start = time.perf_counter()
-    names = ["pyarrow.compute", "pyarrow.json", "pyarrow.parquet", "xxhash"]
+    # pyarrow imports pandas on its first `pa.array` of a NumPy array.
+    names = ["pyarrow.compute", "pyarrow.json", "pyarrow.parquet", "xxhash", "pandas"]
     names += ["exports.columns", "exports.jsonlines", "tokenizers"]
     if "datasets" in files:
         names.append("datasets")
@@ -194,19 +195,41 @@ def _peak_rss_mb() -> float:
 
 
 def _backend_cpu():
-    """CPU seconds of this process's PostgreSQL backend (None if not readable)."""
+    """CPU seconds of the PostgreSQL server so far (None if not readable): its
+    postmaster's live children (this process's backend, the export's second
+    read connection, background workers) plus those that exited (counted in the
+    postmaster's cutime/cstime), so a backend that closes mid-export counts."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(p):
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
+    try:
+        postmaster = int(fields(pid)[1])
+    except OSError:
+        return lambda: None
 
     def read():
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own = fields(postmaster)
+            total = sum(int(own[i]) for i in (11, 12, 13, 14))
         except OSError:
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = fields(entry.name)
+            except OSError:
+                continue
+            if int(stat[1]) == postmaster:
+                total += int(stat[11]) + int(stat[12])
+        return total / tick
 
     return read
 

@@ -155,28 +155,56 @@ def normalised(text: pa.Array) -> pa.Array:
     """`hygiene.normalise_text` of every string (ASCII in Arrow, the rest in Python).
 
     On ASCII text NFKC changes nothing and case folding is lower-casing, so the Arrow
-    path is exact there; other strings go through the Python normaliser.
+    path is exact there: lower-cased, runs of whitespace made one space, trimmed.
+    Only strings holding whitespace other than single inner spaces go through the
+    regular expression (most prompts hold none); other strings go through the
+    Python normaliser.
     """
-    fast = pc.utf8_trim(
-        pc.replace_substring_regex(pc.ascii_lower(text), _ASCII_SPACE, " "), " "
-    )
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    lower = pc.ascii_lower(text)
     ascii_mask = pc.string_is_ascii(text).to_numpy(zero_copy_only=False)
+    spaced = np.flatnonzero(_needs_collapse(lower) & ascii_mask)
+    if len(spaced):
+        fixed = pc.utf8_trim(
+            pc.replace_substring_regex(lower.take(pa.array(spaced)), _ASCII_SPACE, " "),
+            " ",
+        )
+        lower = _patched(lower, spaced, fixed)
     if ascii_mask.all():
-        return fast
-    values = fast.to_pylist()
-    for i in np.flatnonzero(~ascii_mask):
-        values[i] = normalise_text(text[int(i)].as_py())
-    return pa.array(values, pa.string())
+        return lower
+    other = np.flatnonzero(~ascii_mask)
+    values = [normalise_text(text[int(i)].as_py()) for i in other]
+    return _patched(lower, other, pa.array(values, pa.string()))
 
 
-def _each(strings: pa.Array, fn) -> list:
-    """`fn(memoryview of the UTF-8 bytes)` for every string, without Python strs."""
+def _needs_collapse(text: pa.Array) -> np.ndarray:
+    """Per string: holds an ASCII whitespace byte other than a single inner space
+    (so the whitespace rule of `normalise_text` may change it); conservative."""
     from exports.jsonlines import utf8_bytes
 
-    data = memoryview(utf8_bytes(strings))
-    ends = np.cumsum(pc.binary_length(strings).to_numpy(zero_copy_only=False))
-    ends = ends.tolist()
-    return [fn(data[a:b]) for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    n = len(text)
+    data = utf8_bytes(text)
+    lengths = pc.binary_length(text).fill_null(0).to_numpy(zero_copy_only=False)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    space = data == 0x20
+    odd = ((data >= 0x09) & (data <= 0x0D)) | ((data >= 0x1C) & (data <= 0x1F))
+    odd[:-1] |= space[:-1] & space[1:]
+    out = np.zeros(n, dtype=bool)
+    hits = np.flatnonzero(odd)
+    if len(hits):
+        out[np.searchsorted(starts, hits, side="right") - 1] = True
+    filled = lengths > 0
+    out[filled] |= space[starts[:-1][filled]] | space[starts[1:][filled] - 1]
+    return out
+
+
+def _patched(base: pa.Array, where: np.ndarray, values: pa.Array) -> pa.Array:
+    """`base` with the entries at `where` replaced by `values` (in that order)."""
+    pick = np.arange(len(base), dtype=np.int64)
+    pick[where] = len(base) + np.arange(len(where))
+    return pa.concat_arrays([base, values.cast(base.type)]).take(pa.array(pick))
 
 
 def prompt_keys(text: pa.Array) -> np.ndarray:
@@ -186,7 +214,8 @@ def prompt_keys(text: pa.Array) -> np.ndarray:
         return np.zeros(0, dtype="S16")
     blake = hashlib.blake2b
     separated = pc.binary_join_element_wise(normalised(text), "\x1f", "")
-    keys = _each(separated, lambda b: blake(b, digest_size=16).digest())
+    values = separated.cast(pa.binary()).to_numpy(zero_copy_only=False)
+    keys = [blake(value, digest_size=16).digest() for value in values]
     return np.frombuffer(b"".join(keys), dtype="S16")
 
 
@@ -205,12 +234,11 @@ def in_test_split(keys: np.ndarray, *, seed: int, fraction: float) -> np.ndarray
     rows[:, len(salt) :] = (
         np.ascontiguousarray(keys, dtype="S16").view(np.uint8).reshape(n, 16)
     )
-    data, width = memoryview(rows.reshape(-1)), rows.shape[1]
     sha = hashlib.sha256
-    head = b"".join(
-        sha(data[i * width : (i + 1) * width]).digest()[:8] for i in range(n)
-    )
-    return np.frombuffer(head, dtype=">u8").astype(np.float64) / 2.0**64 < fraction
+    inputs = rows.view(f"V{rows.shape[1]}").reshape(-1).tolist()  # bytes, whole
+    digests = np.frombuffer(b"".join([sha(x).digest() for x in inputs]), np.uint8)
+    head = np.ascontiguousarray(digests.reshape(n, 32)[:, :8]).view(">u8")
+    return head.reshape(-1).astype(np.float64) / 2.0**64 < fraction
 
 
 # --- rows ---------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import numpy as np
 
 from annotation import stats
 from exports.aggregation import LABELS
-from exports.arrays import distinct
 
 EXAMPLES = 5
 _SPACE = re.compile(r"\s+")
@@ -92,6 +91,37 @@ def hash_strings(strings) -> np.ndarray:
         dtype=np.uint64,
         count=n,
     )
+
+
+# First UTF-8 bytes of the characters in PY_SPACE: a text starting otherwise is not
+# blank, so the regular expression runs only on texts starting with one of them.
+_SPACE_LEADS = np.zeros(256, dtype=bool)
+_SPACE_LEADS[list({c.encode()[0] for c in PY_SPACE})] = True
+
+
+def blank_texts(strings) -> np.ndarray:
+    """Per string: empty or only whitespace (`not text.strip()`), as a bool array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from exports.jsonlines import utf8_bytes
+
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    lengths = _byte_lengths(strings)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    data = utf8_bytes(strings)
+    filled = lengths > 0
+    maybe = ~filled
+    maybe[filled] = _SPACE_LEADS[data[starts[filled]]]
+    out = np.zeros(len(lengths), dtype=bool)
+    where = np.flatnonzero(maybe)
+    if len(where):
+        out[where] = pc.match_substring_regex(
+            strings.take(pa.array(where)), _ONLY_SPACE
+        ).to_numpy(zero_copy_only=False)
+    return out
 
 
 def _byte_lengths(strings) -> np.ndarray:
@@ -194,9 +224,7 @@ class HygieneAccumulator:
         empty, long = [], []  # (row, field rank, example)
         for rank, name in enumerate(names):
             values = texts[name]
-            blank = pc.match_substring_regex(values, _ONLY_SPACE).to_numpy(
-                zero_copy_only=False
-            )
+            blank = blank_texts(values)
             chars = pc.utf8_length(values).to_numpy(zero_copy_only=False)
             tokens = self._tokens(values) if self.count_tokens else None
             over = chars > self.max_chars
@@ -336,19 +364,36 @@ def leakage(
     (dtype S16), whether it went to the test split, and its prompt id. A key is shown
     by the first prompt id it came with; examples are the smallest of those ids.
     """
-    keys, first = np.unique(prompt_keys, return_index=True)
-    example = np.asarray(prompt_ids, dtype=np.int64)[first]
-    train = distinct(prompt_keys[~in_test])
-    test = distinct(prompt_keys[in_test])
+    n = len(prompt_keys)
+    code, first = _factorise(np.concatenate([prompt_keys, evaluation_keys]))
+    groups = len(first)
+    train = np.bincount(code[:n][~in_test], minlength=groups) > 0
+    test = np.bincount(code[:n][in_test], minlength=groups) > 0
+    evaluation = np.bincount(code[n:], minlength=groups) > 0
+    prompt_ids = np.asarray(prompt_ids, dtype=np.int64)
     out = {}
-    for name, other in (
-        ("train_vs_test", test),
-        ("train_vs_evaluation", distinct(evaluation_keys)),
-    ):
-        shared = np.intersect1d(train, other)
-        pids = np.sort(example[np.searchsorted(keys, shared)])
+    for name, other in (("train_vs_test", test), ("train_vs_evaluation", evaluation)):
+        # A key shared with training came with a training row: `first` is a row.
+        pids = np.sort(prompt_ids[first[np.flatnonzero(train & other)]])
         out[name] = {"count": len(pids), "examples": pids[:EXAMPLES].tolist()}
     return out
+
+
+def _factorise(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number the distinct 16-byte keys: (code of each key, index of each code's
+    first occurrence). Keys are sorted as two 64-bit words (stable), much faster
+    than sorting them as byte strings."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    words = np.ascontiguousarray(keys, dtype="S16").view(np.uint64).reshape(n, 2)
+    order = np.lexsort((words[:, 1], words[:, 0]))
+    ordered = words[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    code = np.empty(n, dtype=np.int64)
+    code[order] = np.cumsum(new) - 1
+    return code, order[new]
 
 
 def length_bias(longer: int, shorter: int, equal: int) -> dict:

@@ -63,3 +63,48 @@ def int_array(value: memoryview | None, itemsize: int = 8) -> np.ndarray:
     if n and not (items["len"] == itemsize).all():
         raise ValueError(BAD_LAYOUT.format(what="element size"))
     return items["v"].astype(np.int64)
+
+
+# --- packed integer columns ---------------------------------------------------------
+
+WORD_BITS = 63  # bits of a packed int8 word, so that every word stays non-negative
+
+
+def pack_layout(spans: dict[str, int]) -> list[list[tuple[str, int, int]]] | None:
+    """Place non-negative fields into as few int8 words as their spans allow.
+
+    `spans` maps each field to its largest value (fields are placed in this order,
+    from the low bits up, a new word when the current one is full); returns per
+    word its (field, shift, bits), or None when a field needs more than
+    `WORD_BITS` bits. Aggregating one array of packed words costs PostgreSQL far
+    less than one array per field.
+    """
+    words, current, used = [], [], 0
+    for name, span in spans.items():
+        bits = max(1, int(span).bit_length())
+        if bits > WORD_BITS:
+            return None
+        if used + bits > WORD_BITS:
+            words.append(current)
+            current, used = [], 0
+        current.append((name, used, bits))
+        used += bits
+    return [*words, current] if current else words
+
+
+def pack_sql(layout, expressions: dict[str, str]) -> list[str]:
+    """SQL of each packed word: `(expression)::int8 << shift` of its fields, OR-ed
+    (each expression must give a value from 0 to its span)."""
+    return [
+        " | ".join(f"(({expressions[name]})::int8 << {shift})" for name, shift, _ in w)
+        for w in layout
+    ]
+
+
+def unpack(layout, words: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The int64 fields of packed words (the inverse of `pack_sql`)."""
+    out = {}
+    for fields, word in zip(layout, words, strict=True):
+        for name, shift, bits in fields:
+            out[name] = (word >> shift) & ((1 << bits) - 1)
+    return out

@@ -20,11 +20,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import queue
 import shutil
 import socket
 import tempfile
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +49,7 @@ from exports.selectors import (
     consistent_read,
     export_plan,
     prompt_splits,
+    read_connections,
     read_prompts,
     read_responses,
     split_names,
@@ -343,9 +346,9 @@ class _Clock:
 def _texts(plan: ExportPlan, clock: _Clock):
     """Yield (comparison indices, prompts, response ids, texts) batch by batch.
 
-    On PostgreSQL the next batch is read by a helper thread on the same connection
-    (hence the same snapshot) while the caller works on the current one; the caller
-    makes no query meanwhile.
+    On PostgreSQL the next batches are read by helper threads, one per connection
+    of the snapshot (`read_connections`: Django's and its peer), while the caller
+    works on the current one; the caller makes no query meanwhile.
     """
     batches = list(plan.batches())
     if not batches:
@@ -366,15 +369,31 @@ def _texts(plan: ExportPlan, clock: _Clock):
             clock.lap("read_wait")
             yield item
         return
-    raw = connection.connection
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read") as pool:
-        pending = pool.submit(fetch, batches[0], raw)
-        for following in [*batches[1:], None]:
+    raws = read_connections()
+    free = queue.SimpleQueue()
+    for raw in raws:
+        free.put(raw)
+
+    def fetch_on_a_free_connection(index):
+        raw = free.get()
+        try:
+            return fetch(index, raw)
+        finally:
+            free.put(raw)
+
+    with ThreadPoolExecutor(len(raws), thread_name_prefix="export-read") as pool:
+        pending = deque(
+            pool.submit(fetch_on_a_free_connection, index)
+            for index in batches[: len(raws)]
+        )
+        following = iter(batches[len(raws) :])
+        while pending:
             clock.lap("other")
-            item = pending.result()
+            item = pending.popleft().result()
             clock.lap("read_wait")
-            if following is not None:
-                pending = pool.submit(fetch, following, raw)
+            index = next(following, None)
+            if index is not None:
+                pending.append(pool.submit(fetch_on_a_free_connection, index))
             yield item
 
 

@@ -39,3 +39,24 @@ def test_an_array_with_nulls_is_refused():
     bad = struct.pack(">iiiii", 1, 1, 20, 1, 1) + struct.pack(">i", -1)
     with pytest.raises(ValueError, match="NULLs"):
         pgcopy.int_array(memoryview(bad))
+
+
+def test_packed_fields_round_trip_and_split_into_words():
+    spans = {"left": 2, "choice": 255, "id": 2**40, "comparison": 2**30}
+    layout = pgcopy.pack_layout(spans)
+    assert [[name for name, _, _ in word] for word in layout] == [
+        ["left", "choice", "id"],
+        ["comparison"],
+    ]
+    rng = np.random.default_rng(0)
+    values = {name: rng.integers(0, span + 1, 1000) for name, span in spans.items()}
+    words = [
+        np.bitwise_or.reduce([values[name] << shift for name, shift, _ in word])
+        for word in layout
+    ]
+    assert all((word >= 0).all() for word in words)
+    unpacked = pgcopy.unpack(layout, words)
+    assert all((unpacked[name] == values[name]).all() for name in spans)
+    sql = pgcopy.pack_sql(layout, {name: name for name in spans})
+    assert sql[1] == "((comparison)::int8 << 0)"
+    assert pgcopy.pack_layout({"huge": 2**63}) is None

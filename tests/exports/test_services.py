@@ -8,17 +8,24 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, connections
 from django.utils import timezone
 
-from annotation.models import Judgment
+from annotation.models import Judgment, Prompt
 from exports.formats import ExportConfig
 from exports.judgment_ids import ids_sha256
 from exports.models import DatasetSnapshot, SnapshotStatus
-from exports.selectors import export_preview, snapshot_judgment_ids
+from exports.selectors import (
+    _aggregated,
+    consistent_read,
+    export_preview,
+    read_connections,
+    snapshot_judgment_ids,
+)
 from exports.services import (
     OUT_DIR_NOT_EMPTY,
     TOKENIZER_MISSING,
@@ -682,7 +689,21 @@ def commit_from_another_connection(project, user, stage: str) -> dict:
 
 @needs_second_connection
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("stage", ["comparisons", "plan"])
+@pytest.mark.parametrize(
+    "stage",
+    [
+        # PostgreSQL: after the snapshot is exported, before the second connection
+        # imports it.
+        pytest.param(
+            "snapshot",
+            marks=pytest.mark.skipif(
+                connection.vendor != "postgresql", reason="PostgreSQL only"
+            ),
+        ),
+        "comparisons",
+        "plan",
+    ],
+)
 def test_judgments_committed_during_an_export_are_not_in_it(tmp_path, stage):
     project, late = two_annotator_project(tmp_path)
     before = export(project, tmp_path / "before", heldout_fraction=0)
@@ -698,3 +719,48 @@ def test_judgments_committed_during_an_export_are_not_in_it(tmp_path, stage):
     after = export(project, tmp_path / "after", heldout_fraction=0)
     assert after.judgment_count == 80
     assert after.content_sha256 != before.content_sha256
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_the_second_read_connection_sees_the_snapshot_of_the_first(tmp_path):
+    project, late = two_annotator_project(tmp_path)
+    # Commit between the snapshot's export and its import by the second connection.
+    hook = commit_from_another_connection(project, late, "snapshot")
+    try:
+        with consistent_read():
+            raws = read_connections()
+            counts = [
+                raw.execute("SELECT count(*) FROM annotation_judgment").fetchone()[0]
+                for raw in raws
+            ]
+    finally:
+        hook["disconnect"]()
+    assert hook["judgments"] == 40
+    assert len(raws) == 2
+    assert counts == [40, 40]
+    assert Judgment.objects.count() == 80
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_a_text_read_over_the_value_limit_is_read_again_in_halves(labelled_project):
+    ids = np.array(
+        sorted(
+            Prompt.objects.filter(project=labelled_project).values_list("id", flat=True)
+        )
+    )
+    # More than two rows ask PostgreSQL for a value over its limit.
+    columns = (
+        "array_agg(id), repeat('x', CASE WHEN count(*) > 2 THEN 2147483647 ELSE 1 END)"
+    )
+    with consistent_read():
+        raw = read_connections()[0]
+        chunks = [
+            chunk
+            for chunk, _, _, _ in _aggregated(
+                columns, "messages", "annotation_prompt", ids, raw
+            )
+        ]
+        assert raw.execute("SELECT 1").fetchone() == (1,)  # still usable
+    assert max(len(chunk) for chunk in chunks) <= 2
+    assert np.concatenate(chunks).tolist() == ids.tolist()
