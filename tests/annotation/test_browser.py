@@ -89,9 +89,14 @@ def test_keyboard_only_judging_and_payload_never_runs(
     page.goto(
         f"{live_server.url}/accounts/login/?next=/projects/{project.slug}/annotate/"
     )
-    page.keyboard.type(user.username)  # the username field has autofocus
+    # Chromium applies autofocus on a rendering update that can come after the
+    # load event; keys typed before it are lost, so wait for the focus first.
+    page.wait_for_function("document.activeElement?.id === 'id_username'")
+    page.keyboard.type(user.username)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
+    assert page.input_value("#id_username") == user.username
+    assert page.input_value("#id_password") == PASSWORD
     page.keyboard.press("Enter")
     page.wait_for_url(f"{live_server.url}/projects/{project.slug}/annotate/")
     page.evaluate("window.__sameDocument = true")
