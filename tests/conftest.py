@@ -1,4 +1,4 @@
-"""Shared fixtures: users per role, a project with memberships, API clients."""
+"""Shared fixtures: roles, a project with members, API clients, chromium."""
 
 import os
 import shutil
@@ -12,6 +12,7 @@ from annotation.models import Role
 from annotation.services.projects import membership_set, project_create, user_create
 
 PASSWORD = "correct-horse-battery-staple"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +27,38 @@ def pytest_collection_modifyitems(config, items):
             "CI=true but Debian's chromium is not on PATH: .ci/run installs it "
             "(apt-get install chromium); the browser tests must not be skipped on CI"
         )
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Debian's chromium, headless, driven by Playwright's sync API.
+
+    The sync API keeps an asyncio loop running in this thread, so the test's ORM
+    calls inside it get their own database connections (Django keeps them in
+    context-local storage while a loop runs) and need DJANGO_ALLOW_ASYNC_UNSAFE.
+    They are closed here, inside that context: left open, PostgreSQL refuses to
+    drop the test database at the end of the session.
+    """
+    from django.db import connections
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip(
+            "Debian's chromium is not on PATH (apt-get install chromium); "
+            "Playwright's own browser download is not available here"
+        )
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+            connections.close_all()
 
 
 @pytest.fixture(scope="session", autouse=True)

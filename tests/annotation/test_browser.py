@@ -7,7 +7,6 @@ Set PREFLINE_SCREENSHOT_DIR to keep screenshots of the task page (desktop and 37
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,7 @@ from annotation.services.projects import membership_set, project_create, user_cr
 from tests.annotation.ui_data import make_task_data
 from tests.conftest import PASSWORD
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="Debian's chromium is not on PATH (apt-get install chromium); "
-        "Playwright's own browser download is not available here",
-    ),
-]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+pytestmark = pytest.mark.browser
 EXPECTED = {  # key pressed -> canonical choice, given left_is_first
     ("1", True): Choice.FIRST,
     ("1", False): Choice.SECOND,
@@ -38,23 +28,13 @@ EXPECTED = {  # key pressed -> canonical choice, given left_is_first
 
 
 @pytest.fixture
-def browser_page(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the
-    # test makes between browser steps are still synchronous and safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
-        yield page, errors
-        browser.close()
+def browser_page(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
+    return page, errors
 
 
 @pytest.fixture

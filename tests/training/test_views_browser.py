@@ -1,7 +1,6 @@
 """The run page in chromium: live plots are drawn, grow while the run logs, and the
 page reloads into the final state when the run finishes."""
 
-import shutil
 import time
 
 import numpy as np
@@ -17,24 +16,6 @@ from training import services
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 HUB_MODEL = "prefline-tests/tiny-llama"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the test's own
-    # database calls are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("Debian's chromium is not installed")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 def while_page_polls(write, attempts: int = 20):
@@ -53,10 +34,10 @@ def while_page_polls(write, attempts: int = 20):
             time.sleep(0.1)
 
 
-def logged_in_page(browser, live_server, user):
+def logged_in_page(chromium, live_server, user):
     client = Client()
     assert client.login(username=user.username, password=PASSWORD)
-    context = browser.new_context()
+    context = chromium.new_context()
     context.add_cookies(
         [
             {
@@ -70,7 +51,7 @@ def logged_in_page(browser, live_server, user):
 
 
 def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
-    browser, live_server, project, researcher, tmp_path
+    chromium, live_server, project, researcher, tmp_path
 ):
     snapshot = make_snapshot(project, researcher, tmp_path)
     run = services.run_queue(
@@ -96,7 +77,7 @@ def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
                 "clip_ratio/region_mean": 0.0,
             },
         )
-    page = logged_in_page(browser, live_server, researcher)
+    page = logged_in_page(chromium, live_server, researcher)
     page.goto(f"{live_server.url}/runs/{run.pk}/")
     loss = page.locator('svg path[data-metric="loss"]')
     loss.wait_for(timeout=15000)
