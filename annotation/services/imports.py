@@ -515,8 +515,11 @@ class _Importer:
         if self.errors_total:
             return
         prompt_ids = self._write_prompts(rows, {h: v[0] for h, v in existing.items()})
-        response_ids = self._write_responses(rows, prompt_ids)
-        self._write_comparisons(rows, prompt_ids, response_ids)
+        existing_prompts = {pk for pk, _ in existing.values()}
+        response_ids, existing_responses = self._write_responses(
+            rows, prompt_ids, existing_prompts
+        )
+        self._write_comparisons(rows, prompt_ids, response_ids, existing_responses)
 
     def _write_prompts(self, rows, existing: dict[str, int]) -> dict[str, int]:
         new: dict[str, Prompt] = {}
@@ -537,22 +540,37 @@ class _Importer:
         self.counts["prompts_created"] += len(new)
         return {**existing, **{h: prompt.pk for h, prompt in new.items()}}
 
-    def _write_responses(self, rows, prompt_ids) -> dict[tuple[int, str], int]:
-        """Insert the chunk's new responses; map (prompt id, response hash) to id."""
+    def _write_responses(
+        self, rows, prompt_ids, existing_prompts: set[int]
+    ) -> tuple[dict[tuple[int, str], int], set[int]]:
+        """Insert the chunk's new responses.
+
+        Returns the map (prompt id, response hash) -> id of all the chunk's responses
+        and the ids of those that were in the database before.
+
+        Only prompts that were already in the database can have responses there, so
+        only theirs are read (all of them: a prompt has a handful). Matching two IN
+        lists instead (prompt ids x response hashes) costs PostgreSQL one index probe
+        per combination, and with a generic prepared plan on a table growing inside
+        the import's transaction it turned into scans that made a 100k-row import
+        quadratic.
+        """
         wanted = {
             (prompt_ids[h], rh)
             for _, h, response_hashes in rows
             for rh in response_hashes
         }
-        ids = {
-            (prompt_id, content_hash): pk
-            for pk, prompt_id, content_hash in Response.objects.filter(
-                prompt_id__in={key[0] for key in wanted},
-                content_hash__in={key[1] for key in wanted},
-            )
-            .order_by()
-            .values_list("pk", "prompt_id", "content_hash")
-        }
+        ids = {}
+        if existing_prompts:
+            ids = {
+                (prompt_id, content_hash): pk
+                for pk, prompt_id, content_hash in Response.objects.filter(
+                    prompt_id__in=existing_prompts
+                )
+                .order_by()
+                .values_list("pk", "prompt_id", "content_hash")
+                if (prompt_id, content_hash) in wanted
+            }
         new: dict[tuple[int, str], Response] = {}
         for parsed, h, response_hashes in rows:
             for r, rh in zip(parsed.responses, response_hashes, strict=True):
@@ -570,7 +588,8 @@ class _Importer:
                 )
         Response.objects.bulk_create(new.values())
         self.counts["responses_created"] += len(new)
-        return {**ids, **{key: response.pk for key, response in new.items()}}
+        created = {key: response.pk for key, response in new.items()}
+        return {**ids, **created}, set(ids.values())
 
     def _pairs(self, parsed: ParsedRecord, content_hash: str):
         """Index pairs of the record's responses to compare (chosen is index 0)."""
@@ -587,7 +606,9 @@ class _Importer:
             candidates, self.pairs_per_prompt, seed=self.seed, key=content_hash
         )
 
-    def _write_comparisons(self, rows, prompt_ids, response_ids) -> None:
+    def _write_comparisons(
+        self, rows, prompt_ids, response_ids, existing_responses: set[int]
+    ) -> None:
         wanted = []  # (prompt id, response a, response b, chosen response or None)
         for parsed, h, response_hashes in rows:
             prompt_id = prompt_ids[h]
@@ -598,17 +619,25 @@ class _Importer:
                 wanted.append((prompt_id, a, b, chosen))
         if not wanted:
             return
-        # No project filter: the responses are this project's, and filtering on the
-        # project lets the planner pick the project index and scan every comparison.
-        existing = {
-            (a, b): pk
-            for pk, a, b in Comparison.objects.filter(
-                response_a_id__in={w[1] for w in wanted},
-                response_b_id__in={w[2] for w in wanted},
-            )
-            .order_by()
-            .values_list("pk", "response_a_id", "response_b_id")
+        # Only a pair of responses that were both in the database before can have a
+        # comparison there; those of their prompts are read by the prompt index (the
+        # prompts are this project's, so no project filter is needed).
+        pairs = {
+            (a, b)
+            for _, a, b, _ in wanted
+            if a in existing_responses and b in existing_responses
         }
+        existing = {}
+        if pairs:
+            existing = {
+                (a, b): pk
+                for pk, a, b in Comparison.objects.filter(
+                    prompt_id__in={w[0] for w in wanted if w[1:3] in pairs}
+                )
+                .order_by()
+                .values_list("pk", "response_a_id", "response_b_id")
+                if (a, b) in pairs
+            }
         new: dict[tuple[int, int], Comparison] = {}
         for prompt_id, a, b in (w[:3] for w in wanted):
             if (a, b) in existing or (a, b) in new:
@@ -631,19 +660,24 @@ class _Importer:
             for _, a, b, chosen in wanted
             if chosen is not None
         ]
-        self._write_prior_labels(labels)
+        self._write_prior_labels(labels, set(existing.values()))
 
-    def _write_prior_labels(self, labels: list[tuple[int, str]]) -> None:
+    def _write_prior_labels(
+        self, labels: list[tuple[int, str]], existing_comparisons: set[int]
+    ) -> None:
+        """Only a comparison that was already in the database can have a label there."""
         if not labels:
             return
-        known = dict(
-            Judgment.objects.filter(
-                comparison_id__in={pk for pk, _ in labels},
-                origin=Judgment.Origin.PRIOR,
+        known = {}
+        if existing_comparisons:
+            known = dict(
+                Judgment.objects.filter(
+                    comparison_id__in=existing_comparisons,
+                    origin=Judgment.Origin.PRIOR,
+                )
+                .order_by()
+                .values_list("comparison_id", "choice")
             )
-            .order_by()
-            .values_list("comparison_id", "choice")
-        )
         new: dict[int, Judgment] = {}
         for comparison_id, choice in labels:
             earlier = known.get(comparison_id)

@@ -589,3 +589,20 @@ def test_limits_must_be_positive(project, tmp_path, limit):
     with pytest.raises(ValueError, match=f"{limit} must be a positive integer"):
         import_file(project=project, path=path, **{limit: 0})
     assert ImportBatch.objects.count() == 0
+
+
+def test_prior_labels_from_an_earlier_import_are_found_again(project, tmp_path):
+    first = [{"prompt": "Q", "chosen": "a", "rejected": "b"}]
+    import_file(project=project, path=write_jsonl(tmp_path / "1.jsonl", first))
+    later = [
+        {"prompt": "Q", "chosen": "a", "rejected": "b", "id": "again"},
+        {"prompt": "Q", "chosen": "b", "rejected": "a"},
+        {"prompt": "Q", "chosen": "c", "rejected": "a"},
+    ]
+    batch = import_file(project=project, path=write_jsonl(tmp_path / "2.jsonl", later))
+    assert batch.counts["comparisons_duplicate"] == 2
+    assert batch.counts["comparisons_created"] == 1
+    assert batch.counts["prior_labels_duplicate"] == 1
+    assert batch.counts["prior_labels_conflicting"] == 1
+    assert batch.counts["prior_labels_created"] == 1
+    assert Judgment.objects.count() == 2
