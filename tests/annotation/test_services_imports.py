@@ -606,3 +606,26 @@ def test_prior_labels_from_an_earlier_import_are_found_again(project, tmp_path):
     assert batch.counts["prior_labels_conflicting"] == 1
     assert batch.counts["prior_labels_created"] == 1
     assert Judgment.objects.count() == 2
+
+
+def test_a_batch_of_new_prompts_reads_no_responses_or_comparisons(project, tmp_path):
+    """New prompts have nothing to match; per batch only the prompt lookup reads.
+
+    Matching responses across the whole batch once made PostgreSQL imports slow
+    down batch by batch (quadratic in the file); this keeps the cost per batch flat.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rows = [responses_row(i) for i in range(2500)]  # three batches of up to 1,000
+    path = write_jsonl(tmp_path / "new.jsonl", rows)
+    with CaptureQueriesContext(connection) as queries:
+        batch = import_file(project=project, path=path)
+    assert batch.counts["comparisons_created"] == 2500 * 3
+    reads = [
+        q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")
+    ]
+    tables = ("annotation_response", "annotation_comparison", "annotation_judgment")
+    assert [sql for sql in reads if any(f'FROM "{t}"' in sql for t in tables)] == []
+    prompt_reads = [sql for sql in reads if 'FROM "annotation_prompt"' in sql]
+    assert len(prompt_reads) == 3
