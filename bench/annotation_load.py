@@ -385,16 +385,25 @@ class HttpConnection:
         self.reader = self.writer = None
 
 
+async def timed_post(
+    conn: HttpConnection, path: str, out: dict, latencies: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    """POST `path`; its latency goes to `out[latencies]`, the serving worker's pid
+    to `out["workers"]`."""
+    t0 = time.perf_counter()
+    status, answer, worker = await conn.post(path, body)
+    out[latencies].append((time.perf_counter() - t0) * 1000)
+    out["workers"].append(worker)
+    return status, answer
+
+
 async def annotate_loop(conn: HttpConnection, stop_at: float, seed: int, out: dict):
     """next-task -> submit until `stop_at`; record latencies, statuses, 201 ids."""
     rng = random.Random(seed)
     next_path = f"/api/v1/projects/{SLUG}/next-task/"
     while time.monotonic() < stop_at:
         try:
-            t0 = time.perf_counter()
-            status, body, worker = await conn.post(next_path)
-            out["next_ms"].append((time.perf_counter() - t0) * 1000)
-            out["workers"].append(worker)
+            status, body = await timed_post(conn, next_path, out, "next_ms")
             if status == 204:
                 out["drained"] += 1
                 return
@@ -403,13 +412,13 @@ async def annotate_loop(conn: HttpConnection, stop_at: float, seed: int, out: di
                 continue
             assignment = json.loads(body)["assignment"]
             judgment = {"choice": rng.choice(CHOICES), "strength": rng.randint(1, 3)}
-            t0 = time.perf_counter()
-            status, body, worker = await conn.post(
+            status, body = await timed_post(
+                conn,
                 f"/api/v1/assignments/{assignment}/judgment/",
+                out,
+                "submit_ms",
                 json.dumps(judgment).encode(),
             )
-            out["submit_ms"].append((time.perf_counter() - t0) * 1000)
-            out["workers"].append(worker)
             if status == 201:
                 out["created"].append(assignment)
             else:
@@ -422,10 +431,7 @@ async def annotate_loop(conn: HttpConnection, stop_at: float, seed: int, out: di
 async def baseline_loop(conn: HttpConnection, path: str, stop_at: float, out: dict):
     while time.monotonic() < stop_at:
         try:
-            t0 = time.perf_counter()
-            status, body, worker = await conn.post(path)
-            out["next_ms"].append((time.perf_counter() - t0) * 1000)
-            out["workers"].append(worker)
+            status, body = await timed_post(conn, path, out, "next_ms")
             if status != 200:
                 out["errors"].append(f"{path} {status}: {body[:200]!r}")
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:

@@ -345,7 +345,12 @@ def _task(texts, *, annotator, project, comparison, **fields) -> Assignment:
     comparison.response_a = loaded(Response, id=a_id, prompt_id=prompt_id, text=a_text)
     comparison.response_b = loaded(Response, id=b_id, prompt_id=prompt_id, text=b_text)
     assignment = loaded(
-        Assignment, annotator_id=annotator.pk, comparison_id=comparison.pk, **fields
+        Assignment,
+        annotator_id=annotator.pk,
+        comparison_id=comparison.pk,
+        status=LEASED,
+        completed_at=None,
+        **fields,
     )
     assignment.comparison = comparison
     return assignment
@@ -389,11 +394,9 @@ def _held_lease(cursor, *, annotator, project: Project, now: dt.datetime):
         project=project,
         comparison=comparison,
         id=assignment_id,
-        status=LEASED,
         left_is_first=left_is_first,
         leased_at=leased_at,
         expires_at=expires_at,
-        completed_at=None,
     )
 
 
@@ -526,11 +529,9 @@ def _lease(cursor, row, *, annotator, project: Project, now, rng) -> Assignment:
         project=project,
         comparison=comparison,
         id=assignment_id,
-        status=LEASED,
         left_is_first=left_is_first,
         leased_at=now,
         expires_at=expires_at,
-        completed_at=None,
     )
 
 
