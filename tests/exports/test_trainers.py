@@ -1,5 +1,11 @@
 """Snapshots feed TRL's trainers as written: no column renaming, two steps each."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from exports.formats import ExportConfig
@@ -97,3 +103,45 @@ def test_kto_trainer_takes_the_unpaired_snapshot(
         processing_class=AutoTokenizer.from_pretrained(tiny_model),
     )
     assert_trained(trainer)
+
+
+def test_trl_dpo_command_trains_on_the_snapshot_folder(
+    labelled_project, tmp_path, tiny_model
+):
+    """`trl dpo --dataset_name FOLDER`, TRL's own script, unchanged: it calls
+    `load_dataset(FOLDER)`, which finds the splits through the card's `configs`
+    (the Parquet files), and trains on them."""
+    out = tmp_path / "snapshot"
+    dataset = snapshot_dir(labelled_project, out)
+    from datasets import load_dataset
+
+    loaded = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert sorted(loaded) == sorted(dataset) == ["test", "train"]
+    for split in dataset:
+        assert loaded[split].to_list() == dataset[split].to_list()
+
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    run = tmp_path / "run"
+    command = [
+        str(Path(sys.executable).with_name("trl")), "dpo",
+        "--model_name_or_path", str(tiny_model), "--dataset_name", str(out),
+        "--output_dir", str(run), "--max_steps", str(STEPS),
+        "--per_device_train_batch_size", "2", "--max_length", "128",
+        "--bf16", "False", "--use_cpu", "--report_to", "none",
+        "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", str(STEPS),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    state = json.loads((run / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == STEPS and all(loss == loss for loss in losses)
+    assert (run / "model.safetensors").is_file()
