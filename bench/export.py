@@ -23,7 +23,13 @@ processes (so peak RSS is per measurement):
   the JSONL bytes (already encoded, so only written), the Arrow IPC streams of the
   `datasets` folder, and the sha256 of all of them (SHA256SUMS is an output too);
 - `reads`: the database part alone: the first pass (`export_plan`) and the second
-  pass's text reads (`read_prompts`, `read_responses`) with nothing built or written.
+  pass's text reads as the export makes them (`_texts`, on both connections), with
+  nothing built or written;
+- `db_floor`: the plainest read of what the export needs, as a second reference:
+  binary COPY of the project's comparisons and votes (the columns the export
+  uses), then of all its prompts' messages and responses' texts, on two
+  connections at once, each row received and dropped (psycopg's COPY iterator);
+  wall time (also as a ratio to the Parquet floor), client and server CPU.
 
 Each child first imports what the export loads lazily (pyarrow modules, xxhash,
 `datasets` when written), as a worker process that has exported once has; that
@@ -281,20 +287,16 @@ def child_export(slug: str, out: str, files: str) -> dict:
 
 
 def child_reads(slug: str) -> dict:
-    """The database part of an export alone: first pass and text reads."""
+    """The database part of an export alone: the first pass, then the second pass's
+    text reads as the export makes them (`_texts`: the next batches read on every
+    connection of the snapshot at once), with nothing built or written."""
     import django
-    import numpy as np
 
     django.setup()
     from annotation.models import Project
-    from exports.arrays import distinct
     from exports.formats import ExportConfig
-    from exports.selectors import (
-        consistent_read,
-        export_plan,
-        read_prompts,
-        read_responses,
-    )
+    from exports.selectors import consistent_read, export_plan
+    from exports.services import _Clock, _texts
 
     project = Project.objects.get(slug=slug)
     _preimport("")
@@ -304,13 +306,8 @@ def child_reads(slug: str) -> dict:
     with consistent_read():
         plan = export_plan(project, ExportConfig())
         plan_s = time.perf_counter() - start
-        for index in plan.batches():
-            read_prompts(distinct(plan.prompt_ids[index]))
-            read_responses(
-                distinct(
-                    np.concatenate([plan.first_ids[index], plan.second_ids[index]])
-                )
-            )
+        for _ in _texts(plan, _Clock()):
+            pass
     wall = time.perf_counter() - start
     db1 = backend()
     return {
@@ -321,6 +318,109 @@ def child_reads(slug: str) -> dict:
         "db_cpu_s": None if db0 is None or db1 is None else db1 - db0,
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+DB_FLOOR_SQL = {
+    "votes": [
+        "SELECT id, prompt_id, response_a_id, response_b_id FROM annotation_comparison "
+        "WHERE project_id = {project}",
+        "SELECT id, comparison_id, annotator_id, choice, left_is_first "
+        "FROM annotation_judgment WHERE comparison_id BETWEEN {c_low} AND {c_mid}",
+        "SELECT id, comparison_id, annotator_id, choice, left_is_first "
+        "FROM annotation_judgment WHERE comparison_id BETWEEN {c_mid1} AND {c_high}",
+    ],
+    "texts": [
+        "SELECT id, messages FROM annotation_prompt WHERE project_id = {project}",
+        "SELECT id, text FROM annotation_response WHERE id BETWEEN {r_low} AND {r_mid}",
+        "SELECT id, text FROM annotation_response "
+        "WHERE id BETWEEN {r_mid1} AND {r_high}",
+    ],
+}
+
+
+def _copy_on_each(peers: list, statements: list[str]) -> int:
+    """Run `COPY (statement) TO STDOUT (FORMAT binary)` for every statement, each
+    connection of `peers` taking the next one left in its own thread; return the
+    bytes received (and dropped)."""
+    import queue
+    import threading
+
+    todo = queue.SimpleQueue()
+    for sql in statements:
+        todo.put(f"COPY ({sql}) TO STDOUT (FORMAT binary)")
+    received = [0] * len(peers)
+
+    def work(i: int) -> None:
+        while True:
+            try:
+                sql = todo.get_nowait()
+            except queue.Empty:
+                return
+            with peers[i].cursor() as cursor, cursor.copy(sql) as copy:
+                for chunk in copy:
+                    received[i] += len(chunk)
+
+    threads = [threading.Thread(target=work, args=[i]) for i in range(len(peers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(received)
+
+
+def child_db_floor(slug: str) -> dict:
+    """The plainest full read of what the export needs (see the module docstring)."""
+    import django
+
+    django.setup()
+    import psycopg
+    from django.db import connection
+
+    from annotation.models import Comparison, Project, Response
+
+    project = Project.objects.get(slug=slug)
+    comparisons = Comparison.objects.filter(project=project)
+    c_low, c_high = (
+        comparisons.order_by("id").values_list("id", flat=True).first(),
+        comparisons.order_by("-id").values_list("id", flat=True).first(),
+    )
+    responses = Response.objects.filter(prompt__project=project)
+    r_low, r_high = (
+        responses.order_by("id").values_list("id", flat=True).first(),
+        responses.order_by("-id").values_list("id", flat=True).first(),
+    )
+    c_mid, r_mid = (c_low + c_high) // 2, (r_low + r_high) // 2
+    values = dict(
+        project=project.pk,
+        c_low=c_low,
+        c_mid=c_mid,
+        c_mid1=c_mid + 1,
+        c_high=c_high,
+        r_low=r_low,
+        r_mid=r_mid,
+        r_mid1=r_mid + 1,
+        r_high=r_high,
+    )
+    params = connection.get_connection_params()
+    peers = [psycopg.connect(**params, autocommit=True) for _ in range(2)]
+    backend = _backend_cpu()
+    result = {}
+    for part, statements in DB_FLOOR_SQL.items():
+        db0, cpu0 = backend(), time.process_time()
+        start = time.perf_counter()
+        received = _copy_on_each(peers, [sql.format(**values) for sql in statements])
+        wall = time.perf_counter() - start
+        db1 = backend()
+        result[part] = {
+            "wall_s": wall,
+            "cpu_s": time.process_time() - cpu0,
+            "db_cpu_s": None if db0 is None or db1 is None else db1 - db0,
+            "mb": received / 1e6,
+        }
+    for peer in peers:
+        peer.close()
+    result["wall_s"] = result["votes"]["wall_s"] + result["texts"]["wall_s"]
+    return result
 
 
 def child_floor(out: str, target: str, kinds: str) -> dict:
@@ -347,11 +447,11 @@ def child_floor(out: str, target: str, kinds: str) -> dict:
             hashlib.sha256(data).hexdigest()
         path.write_bytes(data)
 
-    best = None
+    best, best_cpu = None, None
     for _ in range(FLOOR_REPEAT):
         shutil.rmtree(target, ignore_errors=True)
         Path(target).mkdir(parents=True)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         for split, table in tables.items():
             if kinds != "all":
                 pq.write_table(
@@ -374,8 +474,9 @@ def child_floor(out: str, target: str, kinds: str) -> dict:
                     max_chunksize=ROW_GROUP_ROWS,
                 )
             write(Path(target, f"{split}.arrow"), sink.getvalue())
-        wall = time.perf_counter() - start
-        best = wall if best is None else min(best, wall)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        if best is None or wall < best:
+            best, best_cpu = wall, cpu
     identical = all(
         Path(target, f"{s}.parquet").read_bytes()
         == Path(out, "parquet", f"{s}.parquet").read_bytes()
@@ -383,6 +484,7 @@ def child_floor(out: str, target: str, kinds: str) -> dict:
     )
     return {
         "wall_s": best,
+        "cpu_s": best_cpu,
         "rows": sum(t.num_rows for t in tables.values()),
         "parquet_identical_to_export": identical,
         "peak_rss_mb": _peak_rss_mb(),
@@ -433,12 +535,16 @@ def measure(n: int, env: dict, work: Path, repeat: int) -> dict:
         )
     shutil.rmtree(keep, ignore_errors=True)
     results["reads"] = best_of(repeat, env, work, lambda out: ("--child-reads", slug))
+    results["db_floor"] = best_of(
+        repeat, env, work, lambda out: ("--child-db-floor", slug)
+    )
     e, f = results["export_parquet"], results["floor_parquet"]
     a, g = results["export_all"], results["floor_all"]
     return {
         "judgments": n,
         "comparisons": n // VOTES_PER_COMPARISON,
         **results,
+        "ratio_db_floor_to_floor": results["db_floor"]["wall_s"] / f["wall_s"],
         "ratio_parquet_to_floor": e["wall_s"] / f["wall_s"],
         "ratio_all_to_floor": a["wall_s"] / g["wall_s"],
         "us_per_judgment_parquet": e["wall_s"] / n * 1e6,
@@ -467,11 +573,22 @@ def print_report(results: list[dict]) -> None:
                 f"{e['cpu_s']:>6.2f} {db:>8} {e['peak_rss_mb']:>7.0f} "
                 f"{e['wall_s'] / r['judgments'] * 1e6:>8.2f}"
             )
-        reads = r["reads"]
+        reads, floor_s = r["reads"], r["floor_parquet"]["wall_s"]
         print(
             f"{'':>10} {'':>8} {'reads only':>15} {reads['wall_s']:>7.2f} "
+            f"{floor_s:>8.2f} {reads['wall_s'] / floor_s:>8.1f}  "
             f"(first pass {reads['plan_s']:.2f} s, texts {reads['texts_s']:.2f} s, "
-            f"db cpu {reads['db_cpu_s'] or 0:.2f} s)"
+            f"cpu {reads['cpu_s']:.2f} s, db cpu {reads['db_cpu_s'] or 0:.2f} s)"
+        )
+        db = r["db_floor"]
+        parts = ", ".join(
+            f"{part} {d['wall_s']:.2f} s, {d['mb']:.0f} MB, cpu {d['cpu_s']:.2f} s, "
+            f"db cpu {d['db_cpu_s'] or 0:.2f} s"
+            for part, d in ((part, db[part]) for part in ("votes", "texts"))
+        )
+        print(
+            f"{'':>10} {'':>8} {'db floor':>15} {db['wall_s']:>7.2f} {floor_s:>8.2f} "
+            f"{r['ratio_db_floor_to_floor']:>8.1f}  ({parts})"
         )
     for r in results:
         for kind in ("export_parquet", "export_all"):
@@ -494,6 +611,7 @@ def main() -> None:
     parser.add_argument("--child-export", nargs=3, metavar=("SLUG", "OUT", "FILES"))
     parser.add_argument("--child-floor", nargs=3, metavar=("OUT", "TARGET", "KINDS"))
     parser.add_argument("--child-reads", nargs=1, metavar="SLUG")
+    parser.add_argument("--child-db-floor", nargs=1, metavar="SLUG")
     args = parser.parse_args()
     if args.child_export:
         print(json.dumps(child_export(*args.child_export)))
@@ -503,6 +621,9 @@ def main() -> None:
         return
     if args.child_reads:
         print(json.dumps(child_reads(*args.child_reads)))
+        return
+    if args.child_db_floor:
+        print(json.dumps(child_db_floor(*args.child_db_floor)))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
