@@ -3,6 +3,8 @@
 `--dataset` is a DatasetSnapshot id or a path: a `save_to_disk` directory (a
 DatasetDict or one Dataset), a directory of parquet/jsonl files named by split
 (`train.parquet`, `test.jsonl`, `train-00000-of-00001.parquet`), or one such file.
+A snapshot folder written without the `datasets` folders (`--files parquet`) is read
+from its `parquet/` folder, the files its card's `configs` name.
 Columns follow TRL's dataset formats; a stage that cannot use the columns gets a
 `DatasetError` naming the source, the split, the columns found and those needed.
 """
@@ -85,6 +87,13 @@ def _split_of(file: Path) -> str:
     return file.name.split(".")[0].split("-")[0]
 
 
+def _snapshot_parquet(path: Path) -> Path | None:
+    """The `parquet/` folder of a snapshot folder (it always has one), or None."""
+    folder = path / "parquet"
+    snapshot = (path / "SHA256SUMS").is_file() and folder.is_dir()
+    return folder if snapshot and any(folder.glob("*.parquet")) else None
+
+
 def dataset_load(path: Path):
     """Read a dataset path into a DatasetDict."""
     from datasets import DatasetDict, load_dataset, load_from_disk
@@ -99,6 +108,8 @@ def dataset_load(path: Path):
                 if isinstance(loaded, DatasetDict)
                 else DatasetDict({"train": loaded})
             )
+        if path.is_dir() and (parquet := _snapshot_parquet(path)) is not None:
+            path = parquet
         files = (
             sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES)
             if path.is_dir()

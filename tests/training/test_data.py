@@ -5,10 +5,15 @@ import json
 import pytest
 
 from annotation.services.projects import project_create
+from exports.formats import ExportConfig
 from exports.models import DatasetSnapshot, SnapshotStatus
+from exports.services import snapshot_export
+from tests.exports import conftest as export_fixtures
 from tests.training.conftest import preference_rows, write_preference_dataset
 from training import data
 from training.data import DatasetError, load_stage_data
+
+labelled_project = export_fixtures.labelled_project  # real judgments, exported
 
 
 @pytest.fixture
@@ -124,3 +129,37 @@ def test_empty_split_is_refused(tmp_path):
     file.write_text("")
     with pytest.raises(DatasetError):
         load_stage_data(str(file), "dpo")
+
+
+@pytest.mark.parametrize("files", [("parquet",), ("parquet", "jsonl")])
+def test_snapshot_without_datasets_folders_is_read_from_its_parquet(
+    labelled_project, tmp_path, files
+):
+    """`--files parquet` leaves no `dataset_dict.json`: the rows come from `parquet/`
+    (not from `judgment_ids.parquet` and `hygiene.json` beside it)."""
+    import pyarrow.parquet as pq
+
+    snapshot = snapshot_export(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(files=files),
+        out_dir=tmp_path / "snap",
+    )
+    loaded = load_stage_data(str(snapshot.pk), "dpo")
+    for split, got in (("train", loaded.train), ("test", loaded.eval)):
+        written = pq.read_table(tmp_path / "snap" / "parquet" / f"{split}.parquet")
+        assert got.to_list() == written.select(got.column_names).to_pylist()
+    assert loaded.train.column_names == ["prompt", "chosen", "rejected"]
+
+
+def test_unpaired_parquet_snapshot_names_the_columns_dpo_needs(
+    labelled_project, tmp_path
+):
+    snapshot = snapshot_export(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(format="unpaired", files=("parquet",)),
+        out_dir=tmp_path / "snap",
+    )
+    with pytest.raises(DatasetError, match="dpo training needs 'chosen' and"):
+        load_stage_data(str(snapshot.pk), "dpo")
