@@ -15,20 +15,24 @@ NOT_READY = "Snapshot {pk} is {status}; only a finished snapshot can be download
 
 @project_page(Role.RESEARCHER)
 def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
-    """GET: the form, and preview counts only when *Preview counts* was pressed (the
-    preview reads every vote and prompt of the project); POST: queue a snapshot."""
+    """The form; preview counts only when *Preview counts* was pressed (the preview
+    reads every vote and prompt of the project), otherwise a POST queues a snapshot.
+
+    The form posts both buttons, so its CSRF token never lands in an address (and
+    from there in history, logs and Referer headers); a GET with `preview` in the
+    query string previews too, for a link that carries the settings.
+    """
     posted = request.method == "POST"
-    data = (
-        request.POST if posted else (request.GET if "preview" in request.GET else None)
-    )
-    form = SnapshotForm(data)
+    data = request.POST if posted else request.GET
+    wants_preview = "preview" in data
+    form = SnapshotForm(data if posted or wants_preview else None)
     preview = None
     if form.is_bound and form.is_valid():
         try:
             config = form.to_config()
         except ValueError:
             config = None
-        if config is not None and request.method == "POST":
+        if config is not None and posted and not wants_preview:
             snapshot = services.snapshot_create(
                 project=project,
                 user=request.user,

@@ -26,7 +26,39 @@ def test_annotators_cannot_open_the_export_page(browser):
     assert response.status_code == 403
 
 
+PREVIEW = {
+    "format": "preference",
+    "policy": "unanimous",
+    "min_agreement": 0.5,
+    "min_votes": 1,
+    "sft_style": "messages",
+    "heldout_fraction": 0,
+    "seed": 0,
+    "max_chars": 20000,
+}
+
+
 def test_preview_shows_counts_without_creating_anything(browser):
+    response = browser(Role.RESEARCHER).post(
+        "/projects/prefs/exports/", {**PREVIEW, "preview": 1}
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "4 of 12 comparisons kept" in html
+    assert "not_unanimous" in html
+    assert DatasetSnapshot.objects.count() == 0
+
+
+def test_the_form_posts_so_its_csrf_token_never_enters_an_address(browser):
+    """Both buttons submit one POST form: pressing *Preview counts* must not put
+    `csrfmiddlewaretoken` into the URL (history, logs, Referer)."""
+    html = browser(Role.RESEARCHER).get("/projects/prefs/exports/").content.decode()
+    form = html.split('id="snapshot-form"')[0].rsplit("<form", 1)[1]
+    assert 'method="post"' in form
+    assert "formmethod" not in html
+
+
+def test_a_link_with_the_settings_previews_too(browser):
     response = browser(Role.RESEARCHER).get(
         "/projects/prefs/exports/",
         {
