@@ -19,6 +19,7 @@ and the `datasets` folder by default too.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from exports.aggregation import POLICIES
 
@@ -38,6 +39,11 @@ BAD_MIN_VOTES = "min_votes must be at least 1, got {value!r}."
 BAD_MAX_CHARS = "max_chars must be at least 1, got {value!r}."
 TOKENS_NEED_TOKENIZER = (
     "max_tokens needs tokenizer_path (a tokenizer.json or its folder)."
+)
+BAD_MAX_TOKENS = "max_tokens must be at least 1, got {value!r}."
+TOKENIZER_MISSING = "No tokenizer.json at {path}."
+NEGATIVES_NEED_UNPAIRED = (
+    "both_bad_as_negatives applies to the unpaired format only (got format {value!r})."
 )
 BAD_FILES = (
     "files must be kinds among " + ", ".join(FILE_KINDS) + " including parquet, "
@@ -91,6 +97,12 @@ class ExportConfig:
             errors["max_chars"] = BAD_MAX_CHARS.format(value=self.max_chars)
         if self.max_tokens is not None and not self.tokenizer_path:
             errors["max_tokens"] = TOKENS_NEED_TOKENIZER
+        elif self.max_tokens is not None and self.max_tokens < 1:
+            errors["max_tokens"] = BAD_MAX_TOKENS.format(value=self.max_tokens)
+        if self.both_bad_as_negatives and self.format != "unpaired":
+            errors["both_bad_as_negatives"] = NEGATIVES_NEED_UNPAIRED.format(
+                value=self.format
+            )
         if errors:
             raise ValueError(errors)
 
@@ -111,6 +123,19 @@ class ExportConfig:
         known = {f.name for f in fields(cls)}
         merged = {**policy, **filters, "format": format}
         return cls(**{k: v for k, v in merged.items() if k in known})
+
+
+def tokenizer_file(path: str) -> Path:
+    """The tokenizer.json that `tokenizer_path` names (the file or its folder).
+
+    Checked when a snapshot is asked for, so a wrong path is a field error and no
+    failed snapshot, and again when it is built (the file may be gone by then)."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "tokenizer.json"
+    if not file.is_file():
+        raise ValueError({"tokenizer_path": TOKENIZER_MISSING.format(path=file)})
+    return file
 
 
 def arrow_schema(config: ExportConfig):

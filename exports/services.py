@@ -42,7 +42,7 @@ from exports import judgment_ids as ids_codec
 from exports import writers
 from exports.arrays import distinct
 from exports.card import render_card
-from exports.formats import ExportConfig, arrow_schema
+from exports.formats import ExportConfig, arrow_schema, tokenizer_file
 from exports.models import DatasetSnapshot, SnapshotJudgmentIds, SnapshotStatus
 from exports.selectors import (
     ExportPlan,
@@ -59,8 +59,9 @@ from exports.signals import export_stage
 logger = logging.getLogger(__name__)
 
 OUT_DIR_NOT_EMPTY = "Output folder {path} exists and is not empty; choose a new one."
+OUT_IS_A_FILE = "Output folder {path} is a file; choose a new folder."
 SNAPSHOT_NOT_PENDING = "Snapshot {pk} is {status}; only a pending snapshot is built."
-TOKENIZER_MISSING = "No tokenizer.json at {path}."
+TOKENIZER_UNREADABLE = "{path} is not a tokenizers file: {error}"
 STALE_RUN = (
     "Interrupted: the build ({worker}) stopped without finishing; marked failed "
     "by {cleaner} on {when}."
@@ -107,7 +108,12 @@ def snapshot_export(
 
 
 def _snapshot_row(*, project, user, config: ExportConfig, name: str):
-    """The pending snapshot's row: what was asked for, by whom (built later)."""
+    """The pending snapshot's row: what was asked for, by whom (built later).
+
+    Settings that name a file are checked first (ValueError {field: message}), so a
+    wrong path makes no snapshot."""
+    if config.tokenizer_path:
+        tokenizer_file(config.tokenizer_path)
     return DatasetSnapshot.objects.create(
         project=project,
         name=name[:200],
@@ -235,10 +241,10 @@ def snapshot_build(
         raise ValueError(
             SNAPSHOT_NOT_PENDING.format(pk=snapshot.pk, status=snapshot.status)
         )
-    config = ExportConfig.from_parts(
-        format=snapshot.format, policy=snapshot.policy, filters=snapshot.filters
-    )
     try:
+        config = ExportConfig.from_parts(
+            format=snapshot.format, policy=snapshot.policy, filters=snapshot.filters
+        )
         _check_destination(out_dir)
         result = build_files(
             project=snapshot.project,
@@ -285,7 +291,9 @@ def snapshot_delete(*, snapshot: DatasetSnapshot) -> None:
 
 
 def _check_destination(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(OUT_IS_A_FILE.format(path=out_dir))
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(OUT_DIR_NOT_EMPTY.format(path=out_dir))
 
 
@@ -295,12 +303,14 @@ def _token_counter(config: ExportConfig):
         return None
     from tokenizers import Tokenizer
 
-    path = Path(config.tokenizer_path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise ValueError(TOKENIZER_MISSING.format(path=path))
-    tokenizer = Tokenizer.from_file(str(path))
+    try:
+        path = tokenizer_file(config.tokenizer_path)
+    except ValueError as exc:  # gone since the snapshot was asked for
+        raise ValueError(exc.args[0]["tokenizer_path"]) from None
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises its own Exception subclass
+        raise ValueError(TOKENIZER_UNREADABLE.format(path=path, error=exc)) from exc
 
     def count(texts: list[str]) -> np.ndarray:
         encoded = tokenizer.encode_batch(texts, add_special_tokens=False)

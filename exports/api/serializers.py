@@ -2,13 +2,17 @@
 
 from rest_framework import serializers
 
+from annotation.api.serializers import StrictInputSerializer
 from exports.aggregation import POLICIES
-from exports.formats import SFT_STYLES, ExportConfig
+from exports.formats import FILE_KINDS, SFT_STYLES, ExportConfig, tokenizer_file
 from exports.models import DatasetFormat, DatasetSnapshot
 
 
-class SnapshotSettingsSerializer(serializers.Serializer):
-    """Settings of a new snapshot (all optional; defaults as in the command)."""
+class SnapshotSettingsSerializer(StrictInputSerializer):
+    """Settings of a new snapshot (all optional; defaults as in the command).
+
+    Unknown fields are refused (a typo must not silently fall back to a default);
+    `tokenizer_path` must name a tokenizer.json (or its folder) on the server."""
 
     name = serializers.CharField(max_length=200, required=False, default="")
     format = serializers.ChoiceField(
@@ -23,11 +27,25 @@ class SnapshotSettingsSerializer(serializers.Serializer):
     heldout_fraction = serializers.FloatField(default=0.1)
     seed = serializers.IntegerField(default=0)
     max_chars = serializers.IntegerField(default=20_000)
+    tokenizer_path = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=4096
+    )
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, default=None)
+    files = serializers.ListField(
+        child=serializers.ChoiceField(choices=FILE_KINDS),
+        required=False,
+        default=list(FILE_KINDS),
+        help_text="File kinds to write; parquet is always among them.",
+    )
 
     def validate(self, attrs):
+        attrs = super().validate(attrs)
         settings = {k: v for k, v in attrs.items() if k != "name"}
+        settings["files"] = tuple(settings["files"])
         try:
             attrs["config"] = ExportConfig(**settings)
+            if attrs["config"].tokenizer_path:
+                tokenizer_file(attrs["config"].tokenizer_path)
         except ValueError as exc:
             raise serializers.ValidationError(exc.args[0]) from exc
         return attrs

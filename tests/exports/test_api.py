@@ -67,6 +67,39 @@ def test_bad_settings_are_a_400_naming_the_field(
     assert "policy" in response.json()
 
 
+def test_unknown_fields_are_a_400_not_a_silent_default(
+    labelled_project, member, api_client_for
+):
+    client = api_client_for(member("r", "researcher"))
+    for tail in ("", "preview/"):
+        body = {"polcy": "unanimous"}
+        response = client.post(url("prefs", tail), body, format="json")
+        assert response.status_code == 400, response.content
+        assert "polcy" in response.json()["non_field_errors"][0]
+    assert not DatasetSnapshot.objects.exists()
+
+
+def test_files_and_the_tokenizer_settings_are_taken_and_checked(
+    labelled_project, member, api_client_for, tmp_path
+):
+    client = api_client_for(member("r", "researcher"))
+    response = client.post(
+        url("prefs"),
+        {"tokenizer_path": str(tmp_path / "none"), "max_tokens": 5},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "No tokenizer.json" in response.json()["tokenizer_path"][0]
+    response = client.post(url("prefs"), {"files": ["jsonl"]}, format="json")
+    assert response.status_code == 400
+    assert "files" in response.json()
+    assert not DatasetSnapshot.objects.exists()
+    response = client.post(url("prefs"), {"files": ["parquet"]}, format="json")
+    assert response.status_code == 202, response.content
+    snapshot = DatasetSnapshot.objects.get()
+    assert snapshot.policy["files"] == ["parquet"]
+
+
 def test_create_queues_then_worker_builds_and_zip_downloads(
     labelled_project,
     member,

@@ -51,6 +51,37 @@ def test_bad_fraction_is_a_command_error(labelled_project, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_missing_tokenizer_is_a_command_error_and_makes_no_snapshot(
+    labelled_project, tmp_path
+):
+    from exports.models import DatasetSnapshot
+
+    with pytest.raises(CommandError, match="No tokenizer.json at"):
+        call_command(
+            "export_preferences", "prefs", "--out", str(tmp_path / "x"),
+            "--tokenizer", str(tmp_path / "none"), "--max-tokens", "10",
+        )  # fmt: skip
+    assert not DatasetSnapshot.objects.exists()
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_must_be_a_new_or_empty_folder_not_a_file(labelled_project, tmp_path):
+    file = tmp_path / "data.jsonl"
+    file.write_text("mine")
+    with pytest.raises(CommandError, match="is a file; choose a new folder"):
+        call_command("export_preferences", "prefs", "--out", str(file))
+    assert file.read_text() == "mine"
+
+
+def test_clean_stale_with_out_is_refused_rather_than_exporting_nothing(
+    labelled_project, tmp_path
+):
+    with pytest.raises(CommandError, match="run it without --out"):
+        call_command(
+            "export_preferences", "prefs", "--clean-stale", "--out", str(tmp_path / "x")
+        )
+
+
 def test_user_option_records_the_creator(labelled_project, make_user, tmp_path):
     from annotation.models import Role
 

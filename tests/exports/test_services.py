@@ -16,7 +16,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from annotation.models import Judgment, Prompt
-from exports.formats import ExportConfig
+from exports.formats import TOKENIZER_MISSING, ExportConfig
 from exports.judgment_ids import ids_sha256
 from exports.models import DatasetSnapshot, SnapshotStatus
 from exports.selectors import (
@@ -28,7 +28,7 @@ from exports.selectors import (
 )
 from exports.services import (
     OUT_DIR_NOT_EMPTY,
-    TOKENIZER_MISSING,
+    snapshot_build,
     snapshot_clean_stale,
     snapshot_create,
     snapshot_export,
@@ -527,14 +527,65 @@ def test_files_option_writes_only_the_kinds_asked_for(labelled_project, tmp_path
 
 
 def test_failed_export_leaves_nothing_and_records_the_error(labelled_project, tmp_path):
+    """The build fails midway (the tokenizer file exists but is not one): no files
+    are left, and the snapshot row records the error."""
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text("{not json")
     out = tmp_path / "parent" / "snap"
-    with pytest.raises(ValueError, match="No tokenizer.json"):
-        export(labelled_project, out, tokenizer_path=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="is not a tokenizers file"):
+        export(labelled_project, out, tokenizer_path=str(broken))
     assert not out.exists()
     assert list((tmp_path / "parent").iterdir()) == []
     snapshot = DatasetSnapshot.objects.get()
     assert snapshot.status == SnapshotStatus.FAILED
-    assert TOKENIZER_MISSING.split("{")[0] in snapshot.error
+    assert "is not a tokenizers file" in snapshot.error
+
+
+def test_a_missing_tokenizer_is_a_field_error_and_makes_no_snapshot(
+    labelled_project, tmp_path
+):
+    with pytest.raises(ValueError) as excinfo:
+        export(labelled_project, tmp_path / "snap", tokenizer_path=str(tmp_path / "x"))
+    assert excinfo.value.args[0] == {
+        "tokenizer_path": TOKENIZER_MISSING.format(path=tmp_path / "x")
+    }
+    assert not DatasetSnapshot.objects.exists()
+    assert not (tmp_path / "snap").exists()
+
+
+def test_a_tokenizer_gone_before_the_build_fails_the_snapshot_plainly(
+    labelled_project, tmp_path
+):
+    from tokenizers import Tokenizer, models
+
+    file = tmp_path / "tok" / "tokenizer.json"
+    file.parent.mkdir()
+    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(file))
+    snapshot = snapshot_create(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(tokenizer_path=str(file.parent), max_tokens=8),
+    )
+    file.unlink()
+    with pytest.raises(ValueError, match="No tokenizer.json"):
+        snapshot_build(snapshot=snapshot, out_dir=tmp_path / "out")
+    snapshot.refresh_from_db()
+    assert snapshot.status == SnapshotStatus.FAILED
+    assert snapshot.error == "ValueError: " + TOKENIZER_MISSING.format(path=file)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"both_bad_as_negatives": True}, "both_bad_as_negatives"),
+        ({"both_bad_as_negatives": True, "format": "sft"}, "both_bad_as_negatives"),
+        ({"tokenizer_path": "t", "max_tokens": 0}, "max_tokens"),
+    ],
+)
+def test_settings_that_would_do_nothing_or_nonsense_are_refused(settings, field):
+    with pytest.raises(ValueError) as excinfo:
+        ExportConfig(**settings)
+    assert list(excinfo.value.args[0]) == [field]
 
 
 def test_export_refuses_a_non_empty_destination(labelled_project, tmp_path):

@@ -26,6 +26,10 @@ NOT_RESEARCHER = (
     "`manage.py add_member {slug} {name} --role researcher` or pass another --user."
 )
 OUT_REQUIRED = "--out DIR is required (unless --clean-stale)."
+CLEAN_STALE_ALONE = (
+    "--clean-stale only marks interrupted builds failed and exports nothing; "
+    "run it without --out."
+)
 USER_ENV = "PREFLINE_USER"
 
 
@@ -77,6 +81,8 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(UNKNOWN_PROJECT.format(slug=options["project"]))
         if options["clean_stale"]:
+            if options["out"]:
+                raise CommandError(CLEAN_STALE_ALONE)
             cleaned = snapshot_clean_stale(project=project)
             self.stdout.write(
                 f"Marked {len(cleaned)} interrupted snapshot(s) failed: "
