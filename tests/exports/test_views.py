@@ -129,3 +129,20 @@ def test_settings_in_the_address_run_no_preview_until_the_button_is_pressed(brow
     assert response.status_code == 200
     assert 'id="preview"' not in response.content.decode()
     assert DatasetSnapshot.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("interval", "warned"), [([0.62, 0.71], True), ([0.45, 0.58], False)]
+)
+def test_length_bias_above_one_half_is_flagged(
+    browser, labelled_project, interval, warned
+):
+    chars = {"share_chosen_longer": 0.6, "ci95": interval}
+    snapshot = DatasetSnapshot.objects.create(
+        project=labelled_project,
+        status="succeeded",
+        hygiene={"length_bias": {"chars": chars}},
+    )
+    page = browser(Role.RESEARCHER).get(f"/projects/prefs/exports/{snapshot.pk}/")
+    row = page.content.decode().split('id="length-bias"')[1].split("</tr>")[0]
+    assert ("The interval is above 50%" in row) is warned
