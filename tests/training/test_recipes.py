@@ -288,3 +288,24 @@ def test_dpo_and_sft_train_on_real_snapshots(project, tiny_model_dir, tmp_path):
     )
     assert sft.status == RunStatus.SUCCEEDED, sft.error
     assert sft.dataset_snapshot == sft_snapshot
+
+
+@pytest.mark.parametrize(
+    ("model_args", "message"),
+    [
+        ([], "model is required: pass --model"),
+        (["--model", "/nonexistent/model"], "no such directory"),
+    ],
+)
+def test_missing_or_absent_model_is_a_plain_error_and_makes_no_run(
+    project, tmp_path, model_args, message
+):
+    from django.core.management.base import CommandError
+
+    from tests.training.conftest import export_snapshot, import_pairs
+
+    import_pairs(project, tmp_path)
+    snapshot = export_snapshot(project, tmp_path / "snap")
+    with pytest.raises(CommandError, match=message):
+        call_command("train_dpo", "--dataset", str(snapshot.pk), *model_args, *FAST)
+    assert not TrainingRun.objects.exists()

@@ -36,6 +36,10 @@ from training.progress import ProgressCallback, summary_lines
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 RUN_MISSING = "Training run {run_id} does not exist."
+MODEL_DIR_MISSING = (
+    "--{flag} {path!r}: no such directory. Give a model directory or a hub id such "
+    "as 'org/name'."
+)
 RESUME_NO_RUN = (
     "--resume: no {kind} run has output directory {path}; pass --run-id N to name "
     "the run to resume."
@@ -169,9 +173,13 @@ def start_run(
         if isinstance(run_id, str):
             raise CommandError(run_id)
     if run_id is None:
-        config.require(
-            "model" if config.parent_run is None else "parent_run", "dataset"
-        )
+        try:
+            config.require(
+                "model" if config.parent_run is None else "parent_run", "dataset"
+            )
+            _check_model_paths(config)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from exc
         dataset_path, snapshot = dataset_resolve(config.dataset)
         parent = _find_parent(config)
         created = None
@@ -195,6 +203,17 @@ def start_run(
             if run.status == RunStatus.QUEUED:
                 services.run_fail(run=run, error=str(exc))
         raise CommandError(str(exc)) from exc
+
+
+def _check_model_paths(config: TrainConfig) -> None:
+    """A model given as a path (`/`, `~`, `.`) must be a directory here, before a
+    run row exists: otherwise the hub client takes it for a repo id and fails with a
+    message about repo id characters."""
+    for name in ("model", "ref_model", "reward_model"):
+        value = getattr(config, name, "") or ""
+        if value.startswith(("/", "~", ".")) and not Path(value).expanduser().is_dir():
+            flag = name.replace("_", "-")
+            raise ConfigError(MODEL_DIR_MISSING.format(flag=flag, path=value))
 
 
 def _run_writing_to(config: TrainConfig, kind: str) -> int | str:
