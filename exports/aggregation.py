@@ -39,16 +39,30 @@ OK, NO_VOTES, NO_MAJORITY, NOT_UNANIMOUS, BELOW_MIN_AGREEMENT = range(len(REASON
 POLICIES = ("majority", "unanimous", "min_agreement", "gold_weighted", "dawid_skene")
 
 DAWID_SKENE_NOT_CONVERGED = (
-    "Dawid-Skene did not converge in {n_iter} iterations (last change in the "
-    "evidence lower bound {delta:.3g} >= tol {tol:.3g}); raise n_iter or use "
-    "another policy."
+    "Dawid-Skene did not converge on these votes in {n_iter} iterations (last "
+    "change in the evidence lower bound {delta:.3g} >= {tol:.3g}); use another "
+    "policy, or collect more votes per annotator."
 )
+# EM iterations Dawid-Skene may take. Small or sparse vote sets can need a few hundred
+# (about 2% of random 5-30 item sets with 3 annotators do not converge in 100, none
+# in 1,000); each iteration is vectorised, and EM stops as soon as it converges.
+DAWID_SKENE_ITERATIONS = 1000
 BAD_RATIO = "min_agreement must be in (0, 1], got {ratio!r}."
 UNKNOWN_POLICY = "Unknown policy {policy!r}; choose one of: " + ", ".join(POLICIES)
 
 
-class ConvergenceError(RuntimeError):
-    """An iterative estimator stopped before meeting its tolerance."""
+class ConvergenceError(ValueError):
+    """An iterative estimator stopped before meeting its tolerance.
+
+    A ValueError whose argument is {"policy": message}, like the settings' own
+    errors, so every interface reports it as a problem with the chosen policy."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__({"policy": message})
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -171,7 +185,7 @@ def dawid_skene(
     label: np.ndarray,
     n_items: int,
     *,
-    n_iter: int = 100,
+    n_iter: int | None = None,
     tol: float = 1e-5,
 ) -> Aggregate:
     """Dawid-Skene EM (Dawid & Skene 1979) through `crowdkit.aggregation.DawidSkene`.
@@ -183,6 +197,7 @@ def dawid_skene(
     import pandas as pd
     from crowdkit.aggregation import DawidSkene
 
+    n_iter = DAWID_SKENE_ITERATIONS if n_iter is None else n_iter
     out = np.full(n_items, NO_LABEL, dtype=np.int8)
     confidence = np.zeros(n_items)
     has_votes = np.bincount(item, minlength=n_items) > 0

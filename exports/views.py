@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from annotation.models import Role
 from annotation.views.access import PageError, project_page
 from exports import selectors, services
+from exports.aggregation import ConvergenceError
 from exports.forms import SnapshotForm
 from exports.models import SnapshotStatus
 
@@ -41,7 +42,11 @@ def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
             )
             return redirect("snapshot-detail", slug=project.slug, pk=snapshot.pk)
         if config is not None:
-            preview = selectors.export_preview(project, config)
+            try:
+                preview = selectors.export_preview(project, config)
+            except ConvergenceError as exc:  # the votes defeat the policy
+                for field, message in exc.args[0].items():
+                    form.add_error(field if field in form.fields else None, message)
     return render(
         request,
         "exports/snapshot_list.html",

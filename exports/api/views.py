@@ -9,13 +9,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response as ApiResponse
 
 from annotation.api.views import PROJECT_SLUG, ProjectScopedMixin
 from annotation.models import Role
 from exports import selectors, services
+from exports.aggregation import ConvergenceError
 from exports.api import serializers as s
 from exports.models import DatasetSnapshot, SnapshotStatus
 
@@ -91,9 +92,13 @@ class SnapshotViewSet(
     def preview(self, request, *args, **kwargs):
         settings = s.SnapshotSettingsSerializer(data=request.data)
         settings.is_valid(raise_exception=True)
-        counts = selectors.export_preview(
-            self.project, settings.validated_data["config"]
-        )
+        try:
+            counts = selectors.export_preview(
+                self.project, settings.validated_data["config"]
+            )
+        except ConvergenceError as exc:  # the votes defeat the policy
+            errors = {field: [message] for field, message in exc.args[0].items()}
+            raise ValidationError(errors) from exc
         return ApiResponse(s.PreviewSerializer(counts).data)
 
     @extend_schema(

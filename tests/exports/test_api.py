@@ -196,3 +196,17 @@ def test_judgment_ids_pages_cover_the_snapshot_and_match_its_sha256(
     )
     assert pages == used
     assert ids_sha256(pages) == snapshot.judgment_ids_sha256
+
+
+def test_dawid_skene_that_does_not_converge_is_a_400_on_the_policy(
+    labelled_project, member, api_client_for, monkeypatch
+):
+    from exports import aggregation
+
+    monkeypatch.setattr(aggregation, "DAWID_SKENE_ITERATIONS", 1)
+    client = api_client_for(member("r", "researcher"))
+    response = client.post(
+        url("prefs", "preview/"), {"policy": "dawid_skene"}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert "did not converge" in response.json()["policy"][0]

@@ -144,3 +144,17 @@ def test_files_option_and_clean_stale(labelled_project, tmp_path, capsys):
     stale.refresh_from_db()
     assert stale.status == SnapshotStatus.FAILED
     assert f"[{stale.pk}]" in capsys.readouterr().out
+
+
+def test_dawid_skene_that_does_not_converge_is_a_command_error(
+    labelled_project, tmp_path, monkeypatch
+):
+    from exports import aggregation
+
+    monkeypatch.setattr(aggregation, "DAWID_SKENE_ITERATIONS", 1)
+    with pytest.raises(CommandError, match="did not converge on these votes"):
+        call_command(
+            "export_preferences", "prefs", "--out", str(tmp_path / "x"),
+            "--policy", "dawid_skene",
+        )  # fmt: skip
+    assert not (tmp_path / "x").exists()

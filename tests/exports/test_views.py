@@ -146,3 +146,16 @@ def test_length_bias_above_one_half_is_flagged(
     page = browser(Role.RESEARCHER).get(f"/projects/prefs/exports/{snapshot.pk}/")
     row = page.content.decode().split('id="length-bias"')[1].split("</tr>")[0]
     assert ("The interval is above 50%" in row) is warned
+
+
+def test_dawid_skene_that_does_not_converge_is_a_form_error(browser, monkeypatch):
+    from exports import aggregation
+
+    monkeypatch.setattr(aggregation, "DAWID_SKENE_ITERATIONS", 1)
+    response = browser(Role.RESEARCHER).post(
+        "/projects/prefs/exports/",
+        {**PREVIEW, "policy": "dawid_skene", "preview": 1},
+    )
+    assert response.status_code == 400
+    assert "did not converge" in response.content.decode()
+    assert DatasetSnapshot.objects.count() == 0
