@@ -338,12 +338,11 @@ def build_rows(batch: PairBatch, *, format: str, sft_style: str, schema) -> Batc
             np.where(bb, batch.first_id[row], chosen_id[row]),
             np.where(bb, batch.second_id[row], rejected_id[row]),
         )
-        votes_for = np.where(
-            bb, counts[row, 3], np.where(is_first_row, v_chosen[row], v_rejected[row])
-        )
-        votes_against = np.where(
-            bb, 0, np.where(is_first_row, v_rejected[row], v_chosen[row])
-        )
+        # Votes for this row's response and for the other one (a both-bad row's
+        # response is the first or the second): the vote columns add up to n_votes.
+        this_first = np.where(bb, is_first_row, is_first_row == ~second[row])
+        votes_for = np.where(this_first, counts[row, 0], counts[row, 1])
+        votes_against = np.where(this_first, counts[row, 1], counts[row, 0])
         prompt = prompts.rendered.take(pa.array(pidx[row]))
         completion = texts.take(pa.array(response_ix))
         columns = {

@@ -122,11 +122,11 @@ def rows_for(pair: Pair, config) -> list[dict]:
                     "label": False,
                     **ids,
                     "response_id": rid,
-                    **_votes(pair, pair.counts[3], 0),
+                    **_votes(pair, v_for, v_against),
                 }
-                for rid, text in (
-                    (pair.first_id, pair.first_text),
-                    (pair.second_id, pair.second_text),
+                for rid, text, v_for, v_against in (
+                    (pair.first_id, pair.first_text, pair.counts[0], pair.counts[1]),
+                    (pair.second_id, pair.second_text, pair.counts[1], pair.counts[0]),
                 )
             ]
         return []

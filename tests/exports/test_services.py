@@ -209,6 +209,13 @@ def test_unpaired_format_with_both_bad_as_negatives(labelled_project, tmp_path):
     assert [r["label"] for r in both_bad] == [False, False]
     assert {r["completion"] for r in both_bad} == {good(11), bad(11)}
     assert sum(r["label"] for r in rows) == 11
+    # Votes for this row's response, for the other one, tie, both bad: all 3 votes
+    # on #11 were both bad, none for either response.
+    assert [(r["votes_chosen"], r["votes_rejected"]) for r in both_bad] == [(0, 0)] * 2
+    assert {r["votes_both_bad"] for r in both_bad} == {3}
+    for r in rows:
+        kinds = ("votes_chosen", "votes_rejected", "votes_tie", "votes_both_bad")
+        assert sum(r[k] for k in kinds) == r["n_votes"]
 
 
 def test_conversational_and_sft_formats_keep_messages(labelled_project, tmp_path):
