@@ -87,10 +87,14 @@ def agreement(counts: np.ndarray, label: np.ndarray) -> np.ndarray:
 
 
 def _argmax_unique(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the top column per row and whether it is strictly ahead of the rest."""
+    """Return the top column per row and whether it is strictly ahead of the rest.
+
+    Scores within a relative 1e-9 of the top count as tied: weighted sums are
+    floats, and 0.1 + 0.2 must tie with 0.3 rather than win by a rounding error."""
     best = scores.argmax(axis=1)
     top = scores.max(axis=1)
-    unique = (scores == top[:, None]).sum(axis=1) == 1
+    tied = np.isclose(scores, top[:, None], rtol=1e-9, atol=0.0)
+    unique = tied.sum(axis=1) == 1
     return best, unique
 
 

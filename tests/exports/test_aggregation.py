@@ -92,6 +92,17 @@ def test_gold_weighted_vote_lets_accurate_annotator_outvote_two_inaccurate():
     assert agg.majority(counts).label[target] == S
 
 
+def test_gold_weighted_exact_tie_abstains_despite_float_rounding():
+    # Gold accuracies 0/8, 0/3 and 2/8 give weights 1/10, 1/5 and 3/10: first gets
+    # 0.1 + 0.2, second 0.3, an exact tie (0.1 + 0.2 > 0.3 in binary floats).
+    item, worker, label = votes([(0, 0, F), (0, 1, F), (0, 2, S)])
+    weights = np.array([0.1, 0.2, 0.3])
+    assert weights[0] + weights[1] > weights[2]  # the rounding this guards against
+    result = agg.weighted_vote(item, worker, label, weights, 1)
+    assert result.label[0] == agg.NO_LABEL
+    assert agg.REASONS[result.reason[0]] == "no_majority"
+
+
 def test_agreement_is_share_of_votes_matching_label():
     counts = np.array([[2, 1, 0, 0], [0, 0, 0, 0], [1, 3, 0, 0]])
     label = np.array([F, agg.NO_LABEL, F])
