@@ -222,6 +222,13 @@ class SplitWriter:
         )
 
     def abort(self) -> None:
+        """Close everything after a failed build (the folder is removed after)."""
+        import contextlib
+
+        for writer in (self._parquet, self._arrow):
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
         for file in self._files:
             file.close()
 
