@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 OUT_DIR_NOT_EMPTY = "Output folder {path} exists and is not empty; choose a new one."
 OUT_IS_A_FILE = "Output folder {path} is a file; choose a new folder."
+OUT_UNUSABLE = "Output folder {path} cannot be made: {reason}."
 SNAPSHOT_NOT_PENDING = "Snapshot {pk} is {status}; only a pending snapshot is built."
 TOKENIZER_UNREADABLE = "{path} is not a tokenizers file: {error}"
 STALE_RUN = (
@@ -291,10 +292,24 @@ def snapshot_delete(*, snapshot: DatasetSnapshot) -> None:
 
 
 def _check_destination(out_dir: Path) -> None:
+    """`out_dir` must be new or empty, and its parent a folder this process can
+    write in (the build writes a temporary folder there and renames it)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(OUT_IS_A_FILE.format(path=out_dir))
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(OUT_DIR_NOT_EMPTY.format(path=out_dir))
+    blocked = next((p for p in out_dir.parents if p.exists()), None)
+    if blocked is not None and not blocked.is_dir():
+        reason = f"{blocked} is a file"
+        raise ValueError(OUT_UNUSABLE.format(path=out_dir, reason=reason))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ValueError(OUT_UNUSABLE.format(path=out_dir, reason=reason)) from exc
+    if not os.access(out_dir.parent, os.W_OK | os.X_OK):
+        reason = "cannot write in its parent folder"
+        raise ValueError(OUT_UNUSABLE.format(path=out_dir, reason=reason))
 
 
 def _token_counter(config: ExportConfig):

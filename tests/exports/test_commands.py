@@ -73,6 +73,28 @@ def test_out_must_be_a_new_or_empty_folder_not_a_file(labelled_project, tmp_path
     assert file.read_text() == "mine"
 
 
+def test_out_under_a_file_is_refused_before_any_snapshot(labelled_project, tmp_path):
+    from exports.models import DatasetSnapshot
+
+    (tmp_path / "data.jsonl").write_text("mine")
+    with pytest.raises(CommandError, match="cannot be made: .*data.jsonl is a file"):
+        call_command(
+            "export_preferences", "prefs", "--out", str(tmp_path / "data.jsonl" / "x")
+        )
+    assert not DatasetSnapshot.objects.exists()
+
+
+def test_option_errors_name_the_option(labelled_project, tmp_path):
+    with pytest.raises(CommandError) as excinfo:
+        call_command(
+            "export_preferences", "prefs", "--out", str(tmp_path / "x"),
+            "--min-votes", "0", "--max-tokens", "5",
+        )  # fmt: skip
+    message = str(excinfo.value)
+    assert message.startswith("--min-votes: min_votes must be at least 1")
+    assert "--max-tokens: max_tokens needs tokenizer_path" in message
+
+
 def test_clean_stale_with_out_is_refused_rather_than_exporting_nothing(
     labelled_project, tmp_path
 ):

@@ -55,7 +55,13 @@ class Command(BaseCommand):
         parser.add_argument("--heldout-fraction", type=float, default=0.1)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--max-chars", type=int, default=20_000)
-        parser.add_argument("--tokenizer", default="", help="Tokenizer path.")
+        parser.add_argument(
+            "--tokenizer",
+            "--tokenizer-path",
+            dest="tokenizer",
+            default="",
+            help="tokenizer.json (or its folder) for the length checks in tokens.",
+        )
         parser.add_argument("--max-tokens", type=int, default=None)
         parser.add_argument(
             "--files",
@@ -118,8 +124,14 @@ class Command(BaseCommand):
         except ValueError as exc:
             detail = exc.args[0] if exc.args else str(exc)
             if isinstance(detail, dict):
-                detail = "; ".join(str(message) for message in detail.values())
+                # The settings' field names are the options' names (`--min-votes`).
+                detail = " ".join(
+                    f"--{field.replace('_', '-')}: {message}"
+                    for field, message in detail.items()
+                )
             raise CommandError(str(detail)) from exc
+        except OSError as exc:  # the folder could not be written after all
+            raise CommandError(f"Cannot write the snapshot: {exc}") from exc
         self.stdout.write(
             f"Snapshot {snapshot.pk}: {snapshot.counts} rows, dropped comparisons "
             f"{snapshot.dropped}, {snapshot.judgment_count} judgments, "
