@@ -351,7 +351,10 @@ def build_rows(batch: PairBatch, *, format: str, sft_style: str, schema) -> Batc
             "label": pa.array(is_first_row & ~bb),
             "response_id": response_id,
         }
-        hygiene_texts = {"prompt": prompt, "completion": completion}
+        # The label is part of a row: the same completion desirable in one
+        # comparison and undesirable in another is not an exact duplicate.
+        label = pc.cast(columns["label"], pa.string())
+        hygiene_texts = {"prompt": prompt, "completion": completion, "label": label}
     else:
         row = np.arange(n)
         votes_for, votes_against = v_chosen, v_rejected

@@ -188,6 +188,8 @@ def text_fields(row: dict) -> dict:
         if isinstance(value, list):
             value = "\n".join(f"{m['role']}: {m['content']}" for m in value)
         out[name] = value
+    if "label" in row:  # unpaired: a row is its texts and its label
+        out["label"] = "true" if row["label"] else "false"
     return out
 
 

@@ -218,6 +218,36 @@ def test_unpaired_format_with_both_bad_as_negatives(labelled_project, tmp_path):
         assert sum(r[k] for k in kinds) == r["n_votes"]
 
 
+def test_unpaired_exact_duplicates_compare_texts_and_label(db, tmp_path):
+    project = make_project("kto", target=1)
+    responses = ["A best", "B middle", "C worst"]
+    import_prompt_responses(
+        project,
+        tmp_path / "p.jsonl",
+        [
+            {
+                "prompt": "Rank us.",
+                "responses": [{"model": t[0], "text": t} for t in responses],
+            }
+        ],
+    )
+    rank = {text: i for i, text in enumerate(responses)}
+    annotate(
+        project,
+        make_annotators(project, ["a"]),
+        lambda user, prompt, first, second: min(first, second, key=rank.get),
+    )
+    export(project, tmp_path / "k", format="unpaired", heldout_fraction=0)
+    rows = all_rows(tmp_path / "k")
+    assert sorted((r["completion"], r["label"]) for r in rows) == [
+        ("A best", True), ("A best", True), ("B middle", False),
+        ("B middle", True), ("C worst", False), ("C worst", False),
+    ]  # fmt: skip
+    report = json.loads((tmp_path / "k" / "hygiene.json").read_text())
+    # A (true) and C (false) repeat; B is desirable once and undesirable once.
+    assert report["exact_duplicates"]["count"] == 2
+
+
 def test_conversational_and_sft_formats_keep_messages(labelled_project, tmp_path):
     export(
         labelled_project, tmp_path / "c", format="conversational", heldout_fraction=0
