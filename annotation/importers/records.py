@@ -78,6 +78,12 @@ REPEATED_RESPONSE = "repeats responses[{other}] (same model and text)"
 HAS_NUL = (
     "contains a NUL character (\\u0000), which the database cannot store; remove it"
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+HAS_SURROGATE = (
+    "contains a lone surrogate (\\ud800-\\udfff, half of a UTF-16 pair), which is "
+    "not valid Unicode; fix the text's encoding"
+)
 NOT_FINITE = (
     "holds NaN or Infinity, which JSON cannot store; use null for a missing value"
 )
@@ -209,8 +215,8 @@ def parse_record(record, record_format: str, limits: Limits) -> ParsedRecord:
         raise RecordInvalid([("", NOT_AN_OBJECT)])
     record = present(record)
     problems = _Problems()
-    for where in _nul_paths(record, ""):
-        problems.add(where, HAS_NUL)
+    for where, problem in _unstorable_paths(record, ""):
+        problems.add(where, problem)
     problems.raise_if_any()
     for name in RESERVED_FIELDS:
         if name in record and name not in _FORMAT_FIELDS[record_format]:
@@ -255,27 +261,47 @@ def _id_value(value, field_name: str, problems: _Problems) -> str:
     return text
 
 
-def _nul_paths(value, where: str) -> list[str]:
-    """The field paths of every string (key or value) holding a NUL character.
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return HAS_NUL
+    if _SURROGATE.search(text):
+        return HAS_SURROGATE
+    return None
 
-    PostgreSQL's text and jsonb types refuse U+0000, so such a record is reported
-    here, with its field, instead of failing the whole insert later.
+
+def _escaped(key: str) -> str:
+    """`key` with NUL and lone surrogates written as `\\uXXXX`, so the field path
+    in the error report can itself be stored."""
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)
+
+
+def _unstorable_paths(value, where: str) -> list[tuple[str, str]]:
+    """(field path, problem) of every string (key or value) the database cannot
+    store: a NUL character, or a lone surrogate (a JSON `\\udc80` escape decodes to
+    one, and no UTF-8 encoder takes it).
+
+    PostgreSQL's text and jsonb types refuse both, and SQLite's driver cannot
+    encode a surrogate, so such a record is reported here, with its field, instead
+    of failing the whole insert later.
     """
     if isinstance(value, str):
-        return [where or "(record)"] if "\x00" in value else []
+        problem = _text_problem(value)
+        return [(where or "(record)", problem)] if problem else []
     if isinstance(value, dict):
         paths = []
         for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                paths.append(path)
-            paths += _nul_paths(item, path)
+            name = _escaped(key) if isinstance(key, str) else str(key)
+            path = f"{where}.{name}" if where else name
+            problem = _text_problem(key) if isinstance(key, str) else None
+            if problem:
+                paths.append((path, problem))
+            paths += _unstorable_paths(item, path)
         return paths
     if isinstance(value, list | tuple):
         return [
-            path
+            found
             for index, item in enumerate(value)
-            for path in _nul_paths(item, f"{where}[{index}]")
+            for found in _unstorable_paths(item, f"{where}[{index}]")
         ]
     return []
 

@@ -521,13 +521,28 @@ def test_broken_datasets_directories_are_rejected_not_crashed(project, tmp_path)
             records.NOT_FINITE,
         ),
         ({"prompt": "q", "score": float("inf")}, "score", records.NOT_FINITE),
+        ({"prompt": "bad \udc80 byte"}, "prompt", records.HAS_SURROGATE),
+        (
+            {"prompt": "q", "responses": [{"model": "m", "text": "\ud83d"}]},
+            "responses[0].text",
+            records.HAS_SURROGATE,
+        ),
+        ({"prompt": "q", "metadata": {"\udfff": 1}}, "metadata.\\udfff", None),
+        ({"prompt": "q", "metadata": {"a\x00": 1}}, "metadata.a\\u0000", "nul"),
     ],
-    ids=["nul-prompt", "nul-response", "nul-metadata", "nan-metadata", "inf-extra"],
-)
+    ids=[
+        "nul-prompt", "nul-response", "nul-metadata", "nan-metadata", "inf-extra",
+        "surrogate-prompt", "surrogate-response", "surrogate-metadata-key",
+        "nul-metadata-key",
+    ],
+)  # fmt: skip
 def test_values_the_database_cannot_store_are_row_errors(
     project, tmp_path, record, field, reason
 ):
-    """NUL and NaN parse as JSON but PostgreSQL's text and jsonb refuse them."""
+    """NUL and NaN parse as JSON but PostgreSQL's text and jsonb refuse them; a
+    JSON escape of half a UTF-16 pair (`\\udc80`) decodes to a string no database
+    driver can encode."""
+    reason = {None: records.HAS_SURROGATE, "nul": records.HAS_NUL}.get(reason, reason)
     path = tmp_path / "odd.jsonl"
     path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(ImportRejected) as caught:
