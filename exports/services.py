@@ -45,6 +45,7 @@ from exports.card import render_card
 from exports.formats import ExportConfig, arrow_schema, tokenizer_file
 from exports.models import DatasetSnapshot, SnapshotJudgmentIds, SnapshotStatus
 from exports.selectors import (
+    BATCH_COMPARISONS,
     ExportPlan,
     consistent_read,
     export_plan,
@@ -61,6 +62,11 @@ logger = logging.getLogger(__name__)
 OUT_DIR_NOT_EMPTY = "Output folder {path} exists and is not empty; choose a new one."
 OUT_IS_A_FILE = "Output folder {path} is a file; choose a new folder."
 OUT_UNUSABLE = "Output folder {path} cannot be made: {reason}."
+TEXTS_TOO_LARGE = (
+    "The texts of one export batch ({batch:,} comparisons) or row group pass "
+    "Arrow's 2 GiB limit for one string column, which happens only with texts of "
+    "about 100 KB or more each; this export cannot be written yet. (Arrow: {error})"
+)
 SNAPSHOT_NOT_PENDING = "Snapshot {pk} is {status}; only a pending snapshot is built."
 TOKENIZER_UNREADABLE = "{path} is not a tokenizers file: {error}"
 STALE_RUN = (
@@ -342,13 +348,30 @@ def build_files(
     prefix = f".{out_dir.name}{TMP_MARK}{snapshot_pk or 'x'}-"
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
     try:
-        result = _write_all(project=project, config=config, root=tmp / "snapshot")
+        try:
+            result = _write_all(project=project, config=config, root=tmp / "snapshot")
+        except Exception as exc:
+            if _is_arrow_overflow(exc):
+                raise ValueError(
+                    TEXTS_TOO_LARGE.format(batch=BATCH_COMPARISONS, error=exc)
+                ) from exc
+            raise
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked before
         (tmp / "snapshot").rename(out_dir)
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_arrow_overflow(exc: Exception) -> bool:
+    """True for Arrow's errors about a string column passing 2 GiB (32-bit
+    offsets): the texts of one batch or row group are too large together."""
+    import pyarrow as pa
+
+    if isinstance(exc, pa.ArrowCapacityError):
+        return True
+    return isinstance(exc, pa.ArrowInvalid) and "overflow" in str(exc)
 
 
 class _Clock:

@@ -578,6 +578,28 @@ def test_failed_export_leaves_nothing_and_records_the_error(labelled_project, tm
     assert "is not a tokenizers file" in snapshot.error
 
 
+def test_texts_past_arrows_2_gib_limit_fail_with_a_plain_reason(
+    labelled_project, tmp_path, monkeypatch
+):
+    """Arrow's 32-bit string offsets overflow only with enormous batches of texts
+    (not built in a test): the error a real overflow raises, injected where the
+    rows are built, becomes a plain reason on the snapshot, and nothing is left."""
+    import pyarrow as pa
+
+    from exports import columns
+
+    def overflow(*args, **kwargs):
+        raise pa.ArrowInvalid("offset overflow while concatenating arrays")
+
+    monkeypatch.setattr(columns, "build_rows", overflow)
+    with pytest.raises(ValueError, match="pass Arrow's 2 GiB limit"):
+        export(labelled_project, tmp_path / "snap")
+    snapshot = DatasetSnapshot.objects.get()
+    assert snapshot.status == SnapshotStatus.FAILED
+    assert "texts of about 100 KB or more" in snapshot.error
+    assert not (tmp_path / "snap").exists()
+
+
 def test_a_missing_tokenizer_is_a_field_error_and_makes_no_snapshot(
     labelled_project, tmp_path
 ):
