@@ -22,3 +22,6 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("annotation.urls")),
 ]
+
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"
