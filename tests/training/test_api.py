@@ -330,10 +330,12 @@ def test_cancel_a_queued_run_ends_it_at_once(api_client_for, run, researcher):
     assert run.finished_at is not None
     assert "Cancelled by res" in run.error
     again = client.post(f"/api/v1/runs/{run.pk}/cancel/")
-    assert again.status_code == 400
-    assert again.json() == [
-        services.RUN_ALREADY_FINISHED.format(run_id=run.pk, status="cancelled")
-    ]
+    assert again.status_code == 409
+    assert again.json() == {
+        "detail": services.RUN_ALREADY_FINISHED.format(
+            run_id=run.pk, status="cancelled"
+        )
+    }
 
 
 def test_cancel_a_running_run_asks_it_to_stop(api_client_for, run, researcher):
@@ -346,8 +348,10 @@ def test_cancel_a_running_run_asks_it_to_stop(api_client_for, run, researcher):
     assert response.json()["status"] == "running"
     assert response.json()["cancel_requested"] is True
     again = client.post(f"/api/v1/runs/{run.pk}/cancel/")
-    assert again.status_code == 400
-    assert again.json() == [services.RUN_ALREADY_CANCELLING.format(run_id=run.pk)]
+    assert again.status_code == 409
+    assert again.json() == {
+        "detail": services.RUN_ALREADY_CANCELLING.format(run_id=run.pk)
+    }
 
 
 def test_annotator_and_outsider_cannot_cancel(api_client_for, run, annotator, outsider):

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -148,16 +148,28 @@ class RunDetailView(RunView):
         return Response(s.TrainingRunSerializer(self.get_run(run_id)).data)
 
 
+class RunStateConflict(APIException):
+    """The run's state does not allow the request (already finished, already
+    cancelling): 409 with {"detail": ...}, as the annotator API's conflicts."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
 class RunCancelView(RunView):
     @extend_schema(
         request=None,
-        responses={202: s.TrainingRunSerializer},
+        responses={202: s.TrainingRunSerializer, 409: OpenApiTypes.OBJECT},
         summary="Cancel a queued run, or ask a running one to stop",
+        description="409 when the run has finished or is already being cancelled.",
     )
     def post(self, request: Request, run_id: int) -> Response:
         run = self.get_run(run_id)
         with access_errors():
-            run = services.run_cancel_request(run=run, user=request.user)
+            try:
+                run = services.run_cancel_request(run=run, user=request.user)
+            except DjangoValidationError as exc:
+                raise RunStateConflict(" ".join(exc.messages)) from exc
         return Response(
             s.TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED
         )
