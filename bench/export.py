@@ -258,7 +258,7 @@ def child_export(slug: str, out: str, files: str) -> dict:
                 stages.update(record.args[-1].get("timings", {}))
 
     logger = logging.getLogger("exports.services")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     logger.addHandler(Capture())
     project = Project.objects.get(slug=slug)
     imports_s = _preimport(files)

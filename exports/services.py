@@ -266,7 +266,7 @@ def snapshot_build(
             finished_at=timezone.now(),
         )
         raise
-    logger.info("snapshot %s built: %s", snapshot.pk, {"timings": result.timings})
+    logger.debug("snapshot %s built: %s", snapshot.pk, {"timings": result.timings})
     with transaction.atomic():
         SnapshotJudgmentIds.objects.update_or_create(
             snapshot_id=snapshot.pk,
