@@ -105,6 +105,7 @@ def test_keyboard_only_judging_and_payload_never_runs(
 
     # Guidelines toggle with "g"; help opens with "?" and closes with Escape.
     assert not page.locator("#guidelines").is_visible()
+    assert page.locator("#guidelines-toggle").is_visible()
     page.keyboard.press("g")
     assert page.locator("#guidelines strong").inner_text() == "correct"
     assert page.get_attribute("#guidelines-toggle", "aria-expanded") == "true"
@@ -151,6 +152,30 @@ def test_keyboard_only_judging_and_payload_never_runs(
         assert judgment.left_is_first is left_is_first
         assert judgment.annotator == user
     assert Judgment.objects.filter(annotator=user).count() == 3
+
+
+def test_without_javascript_the_guidelines_are_open_and_the_js_buttons_hidden(
+    live_server, setup, chromium
+):
+    """The page works without JavaScript (plain form posts), so what only the script
+    can do (fold the guidelines, open the shortcuts dialog) must not be offered."""
+    project, user = setup
+    context = chromium.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        page.goto(
+            f"{live_server.url}/accounts/login/?next=/projects/{project.slug}/annotate/"
+        )
+        page.fill("#id_username", user.username)
+        page.fill("#id_password", PASSWORD)
+        page.locator("form [type=submit]").click()
+        page.wait_for_url(f"{live_server.url}/projects/{project.slug}/annotate/")
+        assert page.locator("#guidelines").is_visible()
+        assert page.locator("#guidelines strong").inner_text() == "correct"
+        assert not page.locator("#guidelines-toggle").is_visible()
+        assert not page.locator("#help-open").is_visible()
+    finally:
+        context.close()
 
 
 def test_dashboard_updates_live_without_reload(

@@ -11,6 +11,10 @@
   const guidelinesToggle = document.getElementById("guidelines-toggle");
   if (!task) return;
   let busy = false;
+  // Without this script the guidelines stay open and the buttons that need it
+  // stay hidden; with it, the guidelines fold behind their button (G).
+  guidelines.hidden = true;
+  document.querySelector(".annotate-tools").hidden = false;
 
   function showAlert(message) {
     alertBox.textContent = message;
