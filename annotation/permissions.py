@@ -11,6 +11,11 @@ from rest_framework.permissions import BasePermission
 from annotation.models import Membership, Project, Role
 
 ROLE_RANK = {Role.ANNOTATOR: 1, Role.RESEARCHER: 2, Role.ADMIN: 3}
+UNKNOWN_USER = "No active user {name!r}; pass --user with an existing username."
+NOT_RESEARCHER = (
+    "User {name!r} is not a researcher or admin of {slug!r}; add them with "
+    "`manage.py add_member {slug} {name} --role researcher` or pass another --user."
+)
 
 
 def role_for(user: AbstractBaseUser | AnonymousUser, project: Project) -> str | None:
@@ -52,3 +57,22 @@ class IsProjectResearcher(BasePermission):
     def has_object_permission(self, request, view, obj) -> bool:
         project = obj if isinstance(obj, Project) else obj.project
         return has_role(request.user, project, Role.RESEARCHER)
+
+
+def command_creator(name: str, project: Project | None):
+    """The user a management command records as creator (`--user NAME`), or None.
+
+    The name must be an active user's and, where the work belongs to a project, a
+    researcher's (or admin's) of it; ValueError says which of the two failed.
+    """
+    from django.contrib.auth import get_user_model
+
+    if not name:
+        return None
+    User = get_user_model()
+    user = User.objects.filter(**{User.USERNAME_FIELD: name}, is_active=True).first()
+    if user is None:
+        raise ValueError(UNKNOWN_USER.format(name=name))
+    if project is not None and not has_role(user, project, Role.RESEARCHER):
+        raise ValueError(NOT_RESEARCHER.format(name=name, slug=project.slug))
+    return user

@@ -5,6 +5,7 @@ one call to the stage's `main(config)`."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -21,6 +22,7 @@ COMMON_EPILOG = (
     "is the default; --full-finetune trains every weight. bf16 is on with a "
     "bf16-capable GPU and off on CPU."
 )
+USER_ENV = "PREFLINE_USER"
 
 
 class TrainCommand(BaseCommand):
@@ -60,6 +62,14 @@ class TrainCommand(BaseCommand):
             default=argparse.SUPPRESS,
             help="Train every weight instead of a LoRA adapter.",
         )
+        parser.add_argument(
+            "--user",
+            default=os.environ.get(USER_ENV, ""),
+            help=f"Username recorded as the run's creator (default ${USER_ENV}); "
+            "with a snapshot it must be a researcher of the snapshot's project. A "
+            "run trained on a path belongs to no project: only its creator (and "
+            "superusers) see it on the web.",
+        )
         add_config_arguments(parser, self.config_class)
 
     def handle(self, *args, **options):
@@ -90,6 +100,7 @@ class TrainCommand(BaseCommand):
         except ConfigError as exc:
             raise CommandError(str(exc)) from exc
 
+        creator = None if run_id is not None else _creator(options["user"], config)
         import importlib
 
         recipe = importlib.import_module(self.recipe)
@@ -98,6 +109,7 @@ class TrainCommand(BaseCommand):
             run_id=run_id,
             resume=options["resume"],
             write=self._write,
+            created_by=creator,
         )
         if run is not None and run.status == "cancelled":
             raise CommandError(
@@ -126,3 +138,20 @@ class TrainCommand(BaseCommand):
         import dataclasses
 
         return dataclasses.fields(self.config_class)
+
+
+def _creator(name: str, config: TrainConfig):
+    """The user `--user` names (checked against the snapshot's project), or None."""
+    from annotation.permissions import command_creator
+    from exports.models import DatasetSnapshot
+
+    dataset = str(config.dataset or "").strip()
+    snapshot = (
+        DatasetSnapshot.objects.select_related("project").filter(pk=int(dataset))
+        if dataset.isdigit()
+        else DatasetSnapshot.objects.none()
+    ).first()
+    try:
+        return command_creator(name, snapshot.project if snapshot else None)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc

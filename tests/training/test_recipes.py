@@ -309,3 +309,29 @@ def test_missing_or_absent_model_is_a_plain_error_and_makes_no_run(
     with pytest.raises(CommandError, match=message):
         call_command("train_dpo", "--dataset", str(snapshot.pk), *model_args, *FAST)
     assert not TrainingRun.objects.exists()
+
+
+def test_user_option_records_the_creator_and_is_checked(
+    project, researcher, make_user, tiny_model_dir, tmp_path
+):
+    from django.core.management.base import CommandError
+
+    from annotation.models import Role
+    from tests.training.conftest import export_snapshot, import_pairs
+
+    import_pairs(project, tmp_path)
+    snapshot = export_snapshot(project, tmp_path / "snap")
+    args = ["--dataset", str(snapshot.pk), "--model", str(tiny_model_dir), *FAST]
+    make_user("ann", project=project, role=Role.ANNOTATOR)
+    with pytest.raises(CommandError, match="No active user 'nobody'"):
+        call_command("train_dpo", *args, "--user", "nobody")
+    with pytest.raises(CommandError, match="'ann' is not a researcher or admin"):
+        call_command("train_dpo", *args, "--user", "ann")
+    assert not TrainingRun.objects.exists()
+    call_command(
+        "train_dpo", *args, "--user", researcher.username,
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    run = TrainingRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.created_by == researcher

@@ -157,8 +157,13 @@ def start_run(
     run_id: int | None = None,
     resume: bool = False,
     write: Callable[[str], None] = print,
+    created_by=None,
 ) -> RunContext:
     """Create or claim the run row, resolve its output directory and checkpoint.
+
+    `created_by` (a user, or None) is recorded on a new run: a run trained on a
+    path, not a snapshot, belongs to no project, and only its creator (and
+    superusers) see it.
 
     Under `accelerate launch` only the main process reads what it must decide on
     (which run, whether it may resume) and writes; it broadcasts the outcome, so
@@ -192,6 +197,7 @@ def start_run(
                 dataset_path="" if snapshot else str(dataset_path),
                 parent=parent,
                 name=config.name,
+                created_by=created_by,
             ).pk
         run_id = _broadcast(created, num_processes)
     run = _find_run(run_id, kind)

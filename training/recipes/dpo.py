@@ -52,9 +52,16 @@ def build_trainer(ctx: common.RunContext, path, model, tokenizer, ref_model, dat
     return trainer, registry
 
 
-def main(config: DPORunConfig, *, run_id=None, resume=False, write=print):
+def main(
+    config: DPORunConfig, *, run_id=None, resume=False, write=print, created_by=None
+):
     ctx = common.start_run(
-        config, kind=RunKind.DPO, run_id=run_id, resume=resume, write=write
+        config,
+        kind=RunKind.DPO,
+        run_id=run_id,
+        resume=resume,
+        write=write,
+        created_by=created_by,
     )
     with common.run_guard(ctx):
         common.seed(ctx)

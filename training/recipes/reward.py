@@ -48,9 +48,16 @@ def build_trainer(ctx: common.RunContext, path, model, tokenizer, data):
     return trainer, registry
 
 
-def main(config: RewardRunConfig, *, run_id=None, resume=False, write=print):
+def main(
+    config: RewardRunConfig, *, run_id=None, resume=False, write=print, created_by=None
+):
     ctx = common.start_run(
-        config, kind=RunKind.REWARD, run_id=run_id, resume=resume, write=write
+        config,
+        kind=RunKind.REWARD,
+        run_id=run_id,
+        resume=resume,
+        write=write,
+        created_by=created_by,
     )
     with common.run_guard(ctx):
         common.seed(ctx)

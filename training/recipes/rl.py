@@ -145,9 +145,16 @@ def add_heldout_callback(trainer, ctx: common.RunContext, tokenizer) -> None:
         )
 
 
-def main(config: RLRunConfig, *, run_id=None, resume=False, write=print):
+def main(
+    config: RLRunConfig, *, run_id=None, resume=False, write=print, created_by=None
+):
     ctx = common.start_run(
-        config, kind=RunKind.RL, run_id=run_id, resume=resume, write=write
+        config,
+        kind=RunKind.RL,
+        run_id=run_id,
+        resume=resume,
+        write=write,
+        created_by=created_by,
     )
     with common.run_guard(ctx):
         common.seed(ctx)

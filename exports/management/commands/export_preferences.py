@@ -10,21 +10,15 @@ folders (every build also does that first).
 import os
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Project, Role
-from annotation.permissions import has_role
+from annotation.models import Project
+from annotation.permissions import command_creator
 from exports.aggregation import POLICIES
 from exports.formats import FILE_KINDS, FORMATS, SFT_STYLES, ExportConfig
 from exports.services import snapshot_clean_stale, snapshot_export
 
 UNKNOWN_PROJECT = "No project with slug {slug!r}; see the project list at /."
-UNKNOWN_USER = "No active user {name!r}; pass --user with an existing username."
-NOT_RESEARCHER = (
-    "User {name!r} is not a researcher or admin of {slug!r}; add them with "
-    "`manage.py add_member {slug} {name} --role researcher` or pass another --user."
-)
 OUT_REQUIRED = "--out DIR is required (unless --clean-stale)."
 CLEAN_STALE_ALONE = (
     "--clean-stale only marks interrupted builds failed and exports nothing; "
@@ -142,12 +136,7 @@ class Command(BaseCommand):
 
 def _creator(name: str, project: Project):
     """The user recorded as creator: an active researcher of the project, or None."""
-    if not name:
-        return None
-    User = get_user_model()
-    user = User.objects.filter(**{User.USERNAME_FIELD: name}, is_active=True).first()
-    if user is None:
-        raise CommandError(UNKNOWN_USER.format(name=name))
-    if not has_role(user, project, Role.RESEARCHER):
-        raise CommandError(NOT_RESEARCHER.format(name=name, slug=project.slug))
-    return user
+    try:
+        return command_creator(name, project)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
