@@ -51,18 +51,8 @@ BAD_RATIO = "min_agreement must be in (0, 1], got {ratio!r}."
 UNKNOWN_POLICY = "Unknown policy {policy!r}; choose one of: " + ", ".join(POLICIES)
 
 
-class ConvergenceError(ValueError):
-    """An iterative estimator stopped before meeting its tolerance.
-
-    A ValueError whose argument is {"policy": message}, like the settings' own
-    errors, so every interface reports it as a problem with the chosen policy."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__({"policy": message})
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+class ConvergenceError(RuntimeError):
+    """An iterative estimator stopped before meeting its tolerance."""
 
 
 @dataclass(frozen=True)

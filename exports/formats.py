@@ -51,6 +51,18 @@ BAD_FILES = (
 )
 
 
+class SettingsError(ValueError):
+    """Export settings that cannot be used, as {field: message}: every interface
+    reports them on their field (form errors, API 400, `--option: message`)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return " ".join(self.errors.values())
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """What goes into a snapshot and how; stored on `DatasetSnapshot.policy/filters`."""
@@ -104,7 +116,7 @@ class ExportConfig:
                 value=self.format
             )
         if errors:
-            raise ValueError(errors)
+            raise SettingsError(errors)
 
     FILTER_FIELDS = ("include_prior", "min_votes")
 
@@ -126,15 +138,19 @@ class ExportConfig:
 
 
 def tokenizer_file(path: str) -> Path:
-    """The tokenizer.json that `tokenizer_path` names (the file or its folder).
+    """The tokenizer.json that `tokenizer_path` names (the file or its folder), as an
+    absolute path.
 
     Checked when a snapshot is asked for, so a wrong path is a field error and no
     failed snapshot, and again when it is built (the file may be gone by then)."""
-    file = Path(path).expanduser()
+    try:
+        file = Path(path).expanduser().resolve()
+    except RuntimeError as exc:  # "~nosuchuser/..." has no home to expand
+        raise SettingsError({"tokenizer_path": str(exc)}) from exc
     if file.is_dir():
         file = file / "tokenizer.json"
     if not file.is_file():
-        raise ValueError({"tokenizer_path": TOKENIZER_MISSING.format(path=file)})
+        raise SettingsError({"tokenizer_path": TOKENIZER_MISSING.format(path=file)})
     return file
 
 

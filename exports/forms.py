@@ -3,7 +3,7 @@
 from django import forms
 
 from exports.aggregation import POLICIES
-from exports.formats import FORMATS, SFT_STYLES, ExportConfig
+from exports.formats import FORMATS, SFT_STYLES, ExportConfig, SettingsError
 
 POLICY_HELP = {
     "majority": "plurality of votes; a tie for the top count is dropped",
@@ -38,10 +38,12 @@ class SnapshotForm(forms.Form):
     max_chars = forms.IntegerField(initial=20_000, min_value=1)
 
     def to_config(self) -> ExportConfig:
-        data = {k: v for k, v in self.cleaned_data.items() if k != "name"}
-        try:
-            return ExportConfig(**data)
-        except ValueError as exc:
-            for field, message in exc.args[0].items():
-                self.add_error(field if field in self.fields else None, message)
-            raise
+        """The settings as an ExportConfig (SettingsError when they do not fit)."""
+        return ExportConfig(
+            **{k: v for k, v in self.cleaned_data.items() if k != "name"}
+        )
+
+    def add_settings_errors(self, exc: SettingsError) -> None:
+        """Show a SettingsError's messages on their fields (others on the form)."""
+        for field, message in exc.errors.items():
+            self.add_error(field if field in self.fields else None, message)

@@ -53,7 +53,7 @@ from annotation.models import (
 from exports import aggregation as agg
 from exports import judgment_ids, pgcopy
 from exports.arrays import distinct, factorise, positions
-from exports.formats import ExportConfig
+from exports.formats import ExportConfig, SettingsError
 from exports.hygiene import label_distribution
 from exports.models import DatasetSnapshot, SnapshotJudgmentIds
 from exports.signals import export_stage
@@ -681,7 +681,9 @@ def export_plan(project: Project, config: ExportConfig) -> ExportPlan:
     """Aggregate every comparison of `project` and decide what the votes keep.
 
     No text is read here. Call inside `consistent_read()` together with the text
-    reads of the second pass so that every read sees the same judgments.
+    reads of the second pass so that every read sees the same judgments. Raises
+    `SettingsError` on `policy` when the votes defeat it (Dawid-Skene not
+    converging).
     `signals.export_stage` is sent after each of the two reads.
     """
     comp, votes = _first_pass(project, config)
@@ -689,16 +691,19 @@ def export_plan(project: Project, config: ExportConfig) -> ExportPlan:
     n = len(comp["id"])
     item = positions(comp["id"], votes["comparison"])
     worker_ids, worker = factorise(votes["annotator"])
-    result = agg.aggregate(
-        config.policy,
-        item=item,
-        worker=worker,
-        label=votes["label"],
-        n_items=n,
-        n_workers=len(worker_ids),
-        gold=comp["gold"],
-        ratio=config.min_agreement,
-    )
+    try:
+        result = agg.aggregate(
+            config.policy,
+            item=item,
+            worker=worker,
+            label=votes["label"],
+            n_items=n,
+            n_workers=len(worker_ids),
+            gold=comp["gold"],
+            ratio=config.min_agreement,
+        )
+    except agg.ConvergenceError as exc:  # the votes defeat the chosen policy
+        raise SettingsError({"policy": str(exc)}) from exc
     counts = agg.vote_counts(item, votes["label"], n)
     label = result.label
     reason = np.zeros(n, dtype=np.uint8)

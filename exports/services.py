@@ -42,7 +42,7 @@ from exports import judgment_ids as ids_codec
 from exports import writers
 from exports.arrays import distinct
 from exports.card import render_card
-from exports.formats import ExportConfig, arrow_schema, tokenizer_file
+from exports.formats import ExportConfig, SettingsError, arrow_schema, tokenizer_file
 from exports.models import DatasetSnapshot, SnapshotJudgmentIds, SnapshotStatus
 from exports.selectors import (
     BATCH_COMPARISONS,
@@ -117,7 +117,7 @@ def snapshot_export(
 def _snapshot_row(*, project, user, config: ExportConfig, name: str):
     """The pending snapshot's row: what was asked for, by whom (built later).
 
-    Settings that name a file are checked first (ValueError {field: message}), so a
+    Settings that name a file are checked first (SettingsError), so a
     wrong path makes no snapshot."""
     if config.tokenizer_path:
         tokenizer_file(config.tokenizer_path)
@@ -326,8 +326,8 @@ def _token_counter(config: ExportConfig):
 
     try:
         path = tokenizer_file(config.tokenizer_path)
-    except ValueError as exc:  # gone since the snapshot was asked for
-        raise ValueError(exc.args[0]["tokenizer_path"]) from None
+    except SettingsError as exc:  # gone since the snapshot was asked for
+        raise ValueError(exc.errors["tokenizer_path"]) from None
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception subclass

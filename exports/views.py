@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from annotation.models import Role
 from annotation.views.access import PageError, project_page
 from exports import selectors, services
-from exports.aggregation import ConvergenceError
+from exports.formats import SettingsError
 from exports.forms import SnapshotForm
 from exports.models import SnapshotStatus
 
@@ -31,22 +31,17 @@ def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
     if form.is_bound and form.is_valid():
         try:
             config = form.to_config()
-        except ValueError:
-            config = None
-        if config is not None and posted and not wants_preview:
-            snapshot = services.snapshot_create(
-                project=project,
-                user=request.user,
-                config=config,
-                name=form.cleaned_data["name"],
-            )
-            return redirect("snapshot-detail", slug=project.slug, pk=snapshot.pk)
-        if config is not None:
-            try:
-                preview = selectors.export_preview(project, config)
-            except ConvergenceError as exc:  # the votes defeat the policy
-                for field, message in exc.args[0].items():
-                    form.add_error(field if field in form.fields else None, message)
+            if posted and not wants_preview:
+                snapshot = services.snapshot_create(
+                    project=project,
+                    user=request.user,
+                    config=config,
+                    name=form.cleaned_data["name"],
+                )
+                return redirect("snapshot-detail", slug=project.slug, pk=snapshot.pk)
+            preview = selectors.export_preview(project, config)
+        except SettingsError as exc:  # the settings, or the votes, defeat them
+            form.add_settings_errors(exc)
     return render(
         request,
         "exports/snapshot_list.html",

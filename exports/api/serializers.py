@@ -4,7 +4,13 @@ from rest_framework import serializers
 
 from annotation.api.serializers import StrictInputSerializer
 from exports.aggregation import POLICIES
-from exports.formats import FILE_KINDS, SFT_STYLES, ExportConfig, tokenizer_file
+from exports.formats import (
+    FILE_KINDS,
+    SFT_STYLES,
+    ExportConfig,
+    SettingsError,
+    tokenizer_file,
+)
 from exports.models import DatasetFormat, DatasetSnapshot
 
 
@@ -16,7 +22,7 @@ class SnapshotSettingsSerializer(StrictInputSerializer):
 
     name = serializers.CharField(max_length=200, required=False, default="")
     format = serializers.ChoiceField(
-        choices=DatasetFormat.choices, default=DatasetFormat.PREFERENCE
+        choices=DatasetFormat.choices, default=DatasetFormat.PREFERENCE.value
     )
     policy = serializers.ChoiceField(choices=POLICIES, default="majority")
     min_agreement = serializers.FloatField(default=0.5)
@@ -43,11 +49,13 @@ class SnapshotSettingsSerializer(StrictInputSerializer):
         settings = {k: v for k, v in attrs.items() if k != "name"}
         settings["files"] = tuple(settings["files"])
         try:
+            if settings["tokenizer_path"]:
+                # Stored absolute: the worker opens it from its own directory.
+                file = tokenizer_file(settings["tokenizer_path"])
+                settings["tokenizer_path"] = str(file)
             attrs["config"] = ExportConfig(**settings)
-            if attrs["config"].tokenizer_path:
-                tokenizer_file(attrs["config"].tokenizer_path)
-        except ValueError as exc:
-            raise serializers.ValidationError(exc.args[0]) from exc
+        except SettingsError as exc:
+            raise serializers.ValidationError(exc.errors) from exc
         return attrs
 
 

@@ -4,6 +4,8 @@ Researchers and admins of the project only; outsiders get 404, annotators 403.
 Lists and details never load the judgment ids; `judgment-ids/` pages through them.
 """
 
+from contextlib import contextmanager
+
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -16,12 +18,23 @@ from rest_framework.response import Response as ApiResponse
 from annotation.api.views import PROJECT_SLUG, ProjectScopedMixin
 from annotation.models import Role
 from exports import selectors, services
-from exports.aggregation import ConvergenceError
 from exports.api import serializers as s
+from exports.formats import SettingsError
 from exports.models import DatasetSnapshot, SnapshotStatus
 
 NOT_READY = "Snapshot {pk} is {status}; only a succeeded snapshot can be downloaded."
 IDS_PAGE, IDS_MAX_PAGE = 10_000, 100_000
+
+
+@contextmanager
+def settings_errors_as_400():
+    """A SettingsError raised past the serializer (a tokenizer gone since it was
+    checked, votes that defeat the policy) is a 400 on its field, not a 500."""
+    try:
+        yield
+    except SettingsError as exc:
+        errors = {field: [message] for field, message in exc.errors.items()}
+        raise ValidationError(errors) from exc
 
 
 class JudgmentIdsPagination(PageNumberPagination):
@@ -74,12 +87,13 @@ class SnapshotViewSet(
     def create(self, request, *args, **kwargs):
         settings = s.SnapshotSettingsSerializer(data=request.data)
         settings.is_valid(raise_exception=True)
-        snapshot = services.snapshot_create(
-            project=self.project,
-            user=request.user,
-            config=settings.validated_data["config"],
-            name=settings.validated_data["name"],
-        )
+        with settings_errors_as_400():
+            snapshot = services.snapshot_create(
+                project=self.project,
+                user=request.user,
+                config=settings.validated_data["config"],
+                name=settings.validated_data["name"],
+            )
         body = s.SnapshotSerializer(snapshot, context={"request": request}).data
         return ApiResponse(body, status=status.HTTP_202_ACCEPTED)
 
@@ -92,13 +106,10 @@ class SnapshotViewSet(
     def preview(self, request, *args, **kwargs):
         settings = s.SnapshotSettingsSerializer(data=request.data)
         settings.is_valid(raise_exception=True)
-        try:
+        with settings_errors_as_400():
             counts = selectors.export_preview(
                 self.project, settings.validated_data["config"]
             )
-        except ConvergenceError as exc:  # the votes defeat the policy
-            errors = {field: [message] for field, message in exc.args[0].items()}
-            raise ValidationError(errors) from exc
         return ApiResponse(s.PreviewSerializer(counts).data)
 
     @extend_schema(

@@ -94,10 +94,66 @@ def test_files_and_the_tokenizer_settings_are_taken_and_checked(
     assert response.status_code == 400
     assert "files" in response.json()
     assert not DatasetSnapshot.objects.exists()
+    response = client.post(
+        url("prefs"), {"tokenizer_path": "~nosuchuser/tok"}, format="json"
+    )
+    assert response.status_code == 400  # no home to expand: a field error, not a 500
+    assert "tokenizer_path" in response.json()
+    assert not DatasetSnapshot.objects.exists()
     response = client.post(url("prefs"), {"files": ["parquet"]}, format="json")
     assert response.status_code == 202, response.content
     snapshot = DatasetSnapshot.objects.get()
     assert snapshot.policy["files"] == ["parquet"]
+
+
+def test_setting_errors_name_the_format_as_it_is_written(
+    labelled_project, member, api_client_for
+):
+    client = api_client_for(member("r", "researcher"))
+    body = {"both_bad_as_negatives": True}
+    response = client.post(url("prefs", "preview/"), body, format="json")
+    assert response.status_code == 400
+    message = response.json()["both_bad_as_negatives"][0]
+    assert "(got format 'preference')" in message
+
+
+def test_a_relative_tokenizer_path_is_stored_absolute(
+    labelled_project, member, api_client_for, tmp_path, monkeypatch
+):
+    """The worker opens the tokenizer from its own working directory."""
+    from tokenizers import Tokenizer, models
+
+    (tmp_path / "tok").mkdir()
+    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(
+        str(tmp_path / "tok" / "tokenizer.json")
+    )
+    monkeypatch.chdir(tmp_path)
+    client = api_client_for(member("r", "researcher"))
+    response = client.post(
+        url("prefs"), {"tokenizer_path": "tok", "max_tokens": 64}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    policy = DatasetSnapshot.objects.get().policy
+    assert policy["tokenizer_path"] == str(tmp_path / "tok" / "tokenizer.json")
+    assert policy["max_tokens"] == 64
+
+
+def test_a_settings_error_past_the_serializer_is_a_400(
+    labelled_project, member, api_client_for, monkeypatch
+):
+    """The tokenizer is checked again when the snapshot row is made (it may be
+    gone since the serializer looked): that is a 400 too, never a 500."""
+    from exports import services
+    from exports.formats import SettingsError
+
+    def gone(**kwargs):
+        raise SettingsError({"tokenizer_path": "No tokenizer.json at /gone."})
+
+    monkeypatch.setattr(services, "_snapshot_row", gone)
+    client = api_client_for(member("r", "researcher"))
+    response = client.post(url("prefs"), {}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"tokenizer_path": ["No tokenizer.json at /gone."]}
 
 
 def test_create_queues_then_worker_builds_and_zip_downloads(

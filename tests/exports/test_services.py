@@ -16,7 +16,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from annotation.models import Judgment, Prompt
-from exports.formats import TOKENIZER_MISSING, ExportConfig
+from exports.formats import TOKENIZER_MISSING, ExportConfig, SettingsError
 from exports.judgment_ids import ids_sha256
 from exports.models import DatasetSnapshot, SnapshotStatus
 from exports.selectors import (
@@ -603,9 +603,9 @@ def test_texts_past_arrows_2_gib_limit_fail_with_a_plain_reason(
 def test_a_missing_tokenizer_is_a_field_error_and_makes_no_snapshot(
     labelled_project, tmp_path
 ):
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(SettingsError) as excinfo:
         export(labelled_project, tmp_path / "snap", tokenizer_path=str(tmp_path / "x"))
-    assert excinfo.value.args[0] == {
+    assert excinfo.value.errors == {
         "tokenizer_path": TOKENIZER_MISSING.format(path=tmp_path / "x")
     }
     assert not DatasetSnapshot.objects.exists()
@@ -642,9 +642,9 @@ def test_a_tokenizer_gone_before_the_build_fails_the_snapshot_plainly(
     ],
 )
 def test_settings_that_would_do_nothing_or_nonsense_are_refused(settings, field):
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(SettingsError) as excinfo:
         ExportConfig(**settings)
-    assert list(excinfo.value.args[0]) == [field]
+    assert list(excinfo.value.errors) == [field]
 
 
 def test_export_refuses_a_non_empty_destination(labelled_project, tmp_path):

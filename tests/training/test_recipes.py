@@ -295,6 +295,7 @@ def test_dpo_and_sft_train_on_real_snapshots(project, tiny_model_dir, tmp_path):
     [
         ([], "model is required: pass --model"),
         (["--model", "/nonexistent/model"], "no such directory"),
+        (["--model", "~nosuchuser/model"], "no such directory"),
     ],
 )
 def test_missing_or_absent_model_is_a_plain_error_and_makes_no_run(

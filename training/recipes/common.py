@@ -217,7 +217,13 @@ def _check_model_paths(config: TrainConfig) -> None:
     message about repo id characters."""
     for name in ("model", "ref_model", "reward_model"):
         value = getattr(config, name, "") or ""
-        if value.startswith(("/", "~", ".")) and not Path(value).expanduser().is_dir():
+        if not value.startswith(("/", "~", ".")):
+            continue
+        try:
+            exists = Path(value).expanduser().is_dir()
+        except RuntimeError:  # "~nosuchuser/...": no home to expand
+            exists = False
+        if not exists:
             flag = name.replace("_", "-")
             raise ConfigError(MODEL_DIR_MISSING.format(flag=flag, path=value))
 

@@ -15,7 +15,13 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Project
 from annotation.permissions import command_creator
 from exports.aggregation import POLICIES
-from exports.formats import FILE_KINDS, FORMATS, SFT_STYLES, ExportConfig
+from exports.formats import (
+    FILE_KINDS,
+    FORMATS,
+    SFT_STYLES,
+    ExportConfig,
+    SettingsError,
+)
 from exports.services import snapshot_clean_stale, snapshot_export
 
 UNKNOWN_PROJECT = "No project with slug {slug!r}; see the project list at /."
@@ -115,15 +121,16 @@ class Command(BaseCommand):
                 out_dir=Path(options["out"]),
                 name=options["name"],
             )
-        except ValueError as exc:
-            detail = exc.args[0] if exc.args else str(exc)
-            if isinstance(detail, dict):
-                # The settings' field names are the options' names (`--min-votes`).
-                detail = " ".join(
+        except SettingsError as exc:
+            # The settings' field names are the options' names (`--min-votes`).
+            raise CommandError(
+                " ".join(
                     f"--{field.replace('_', '-')}: {message}"
-                    for field, message in detail.items()
+                    for field, message in exc.errors.items()
                 )
-            raise CommandError(str(detail)) from exc
+            ) from exc
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         except OSError as exc:  # the folder could not be written after all
             raise CommandError(f"Cannot write the snapshot: {exc}") from exc
         self.stdout.write(
