@@ -304,17 +304,14 @@ def _check_destination(out_dir: Path) -> None:
         raise ValueError(OUT_IS_A_FILE.format(path=out_dir))
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(OUT_DIR_NOT_EMPTY.format(path=out_dir))
-    blocked = next((p for p in out_dir.parents if p.exists()), None)
-    if blocked is not None and not blocked.is_dir():
-        reason = f"{blocked} is a file"
+    # Nothing is created here (a refused export leaves no folders): the nearest
+    # existing ancestor must be a folder this process may create folders in.
+    ancestor = next((p for p in out_dir.parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        reason = f"{ancestor} is a file"
         raise ValueError(OUT_UNUSABLE.format(path=out_dir, reason=reason))
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ValueError(OUT_UNUSABLE.format(path=out_dir, reason=reason)) from exc
-    if not os.access(out_dir.parent, os.W_OK | os.X_OK):
-        reason = "cannot write in its parent folder"
+    if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
+        reason = f"cannot create folders in {ancestor}"
         raise ValueError(OUT_UNUSABLE.format(path=out_dir, reason=reason))
 
 

@@ -603,13 +603,14 @@ def test_texts_past_arrows_2_gib_limit_fail_with_a_plain_reason(
 def test_a_missing_tokenizer_is_a_field_error_and_makes_no_snapshot(
     labelled_project, tmp_path
 ):
+    out = tmp_path / "new" / "parents" / "snap"
     with pytest.raises(SettingsError) as excinfo:
-        export(labelled_project, tmp_path / "snap", tokenizer_path=str(tmp_path / "x"))
+        export(labelled_project, out, tokenizer_path=str(tmp_path / "x"))
     assert excinfo.value.errors == {
         "tokenizer_path": TOKENIZER_MISSING.format(path=tmp_path / "x")
     }
     assert not DatasetSnapshot.objects.exists()
-    assert not (tmp_path / "snap").exists()
+    assert not (tmp_path / "new").exists()  # a refused export creates no folders
 
 
 def test_a_tokenizer_gone_before_the_build_fails_the_snapshot_plainly(
