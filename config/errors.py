@@ -14,12 +14,12 @@ SERVER_ERROR = "Server error; it has been logged."
 
 
 def page_not_found(request, exception):
-    if request.path.startswith(API_PREFIX):
+    if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": NOT_FOUND.format(path=request.path)}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
-    if request.path.startswith(API_PREFIX):
+    if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": SERVER_ERROR}, status=500)
     return defaults.server_error(request)

@@ -3,8 +3,9 @@
 `--dataset` is a DatasetSnapshot id or a path: a `save_to_disk` directory (a
 DatasetDict or one Dataset), a directory of parquet/jsonl files named by split
 (`train.parquet`, `test.jsonl`, `train-00000-of-00001.parquet`), or one such file.
-A snapshot folder written without the `datasets` folders (`--files parquet`) is read
-from its `parquet/` folder, the files its card's `configs` name.
+A snapshot folder (it has a `SHA256SUMS`) written without the `datasets` folders
+(`--files parquet`) is read from its `parquet/*.parquet` files, named by split (what
+its card's `configs` point at).
 Columns follow TRL's dataset formats; a stage that cannot use the columns gets a
 `DatasetError` naming the source, the split, the columns found and those needed.
 """
@@ -108,11 +109,12 @@ def dataset_load(path: Path):
                 if isinstance(loaded, DatasetDict)
                 else DatasetDict({"train": loaded})
             )
+        folder = path
         if path.is_dir() and (parquet := _snapshot_parquet(path)) is not None:
-            path = parquet
+            folder = parquet
         files = (
-            sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES)
-            if path.is_dir()
+            sorted(p for p in folder.iterdir() if p.suffix in DATA_SUFFIXES)
+            if folder.is_dir()
             else [path]
         )
         if not files or any(f.suffix not in DATA_SUFFIXES for f in files):

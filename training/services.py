@@ -34,6 +34,11 @@ RUN_ALREADY_CANCELLING = "Run {run_id} is already being cancelled."
 RUN_KIND_MISMATCH = "Run {run_id} is a {kind} run; this command trains {expected}."
 
 
+class RunStateError(ValidationError):
+    """The run's state forbids the request (it has finished, or is already being
+    cancelled): the API answers 409, not 400."""
+
+
 def _clean_number(value: Any) -> float | int | None:
     """Return the number, or None for NaN/inf (JSON and jsonb cannot hold them)."""
     if isinstance(value, bool):
@@ -174,11 +179,11 @@ def run_cancel_request(*, run: TrainingRun, user=None) -> TrainingRun:
     sends the process SIGTERM)."""
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
-        raise ValidationError(
+        raise RunStateError(
             RUN_ALREADY_FINISHED.format(run_id=run.pk, status=run.status)
         )
     if run.status == RunStatus.RUNNING and run.cancel_requested:
-        raise ValidationError(RUN_ALREADY_CANCELLING.format(run_id=run.pk))
+        raise RunStateError(RUN_ALREADY_CANCELLING.format(run_id=run.pk))
     run.cancel_requested = True
     run.save(update_fields=["cancel_requested"])
     if run.status == RunStatus.QUEUED:

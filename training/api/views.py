@@ -168,7 +168,7 @@ class RunCancelView(RunView):
         with access_errors():
             try:
                 run = services.run_cancel_request(run=run, user=request.user)
-            except DjangoValidationError as exc:
+            except services.RunStateError as exc:
                 raise RunStateConflict(" ".join(exc.messages)) from exc
         return Response(
             s.TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED

@@ -11,9 +11,8 @@
   const guidelinesToggle = document.getElementById("guidelines-toggle");
   if (!task) return;
   let busy = false;
-  // Without this script the guidelines stay open and the buttons that need it
-  // stay hidden; with it, the guidelines fold behind their button (G).
-  guidelines.hidden = true;
+  // The buttons need this script, so the page shows them only once it runs
+  // (without it, a <noscript> style shows the guidelines open instead).
   document.querySelector(".annotate-tools").hidden = false;
 
   function showAlert(message) {
