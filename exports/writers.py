@@ -20,6 +20,7 @@ needs no second read of the data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -223,8 +224,6 @@ class SplitWriter:
 
     def abort(self) -> None:
         """Close everything after a failed build (the folder is removed after)."""
-        import contextlib
-
         for writer in (self._parquet, self._arrow):
             if writer is not None:
                 with contextlib.suppress(Exception):

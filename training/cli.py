@@ -68,7 +68,8 @@ class TrainCommand(BaseCommand):
             help=f"Username recorded as the run's creator (default ${USER_ENV}); "
             "with a snapshot it must be a researcher of the snapshot's project. A "
             "run trained on a path belongs to no project: only its creator (and "
-            "superusers) see it on the web.",
+            "superusers) see it on the web. Not used with --run-id (a queued run "
+            "already has its creator).",
         )
         add_config_arguments(parser, self.config_class)
 
