@@ -60,18 +60,7 @@ def test_the_form_posts_so_its_csrf_token_never_enters_an_address(browser):
 
 def test_a_link_with_the_settings_previews_too(browser):
     response = browser(Role.RESEARCHER).get(
-        "/projects/prefs/exports/",
-        {
-            "format": "preference",
-            "policy": "unanimous",
-            "min_agreement": 0.5,
-            "min_votes": 1,
-            "sft_style": "messages",
-            "heldout_fraction": 0,
-            "seed": 0,
-            "max_chars": 20000,
-            "preview": 1,
-        },
+        "/projects/prefs/exports/", {**PREVIEW, "preview": 1}
     )
     assert response.status_code == 200
     html = response.content.decode()
