@@ -110,3 +110,31 @@ def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
     # Stop the page polling before the test ends, so no request is in flight
     # while the test database is torn down.
     page.context.close()
+
+
+def test_run_page_fits_a_desktop_window_with_long_checkpoint_paths(
+    chromium, live_server, project, researcher, tmp_path
+):
+    """Paths have no spaces to wrap at: they must break, not widen the page."""
+    snapshot = make_snapshot(project, researcher, tmp_path)
+    run = services.run_queue(
+        snapshot=snapshot,
+        recipe="dpo-lora-sigmoid",
+        base_model=HUB_MODEL,
+        user=researcher,
+    )
+    deep = "/".join(["prefline-data", "runs", "dpo-" + "x" * 40, "checkpoints"] * 3)
+    services.checkpoint_register(
+        run=run,
+        path=f"/{deep}/checkpoint-3",
+        step=3,
+        is_adapter=True,
+        base_model=f"/{deep}/base-model",
+        eval_metrics={f"eval_rewards/metric_number_{i}": 0.5 for i in range(8)},
+    )
+    page = logged_in_page(chromium, live_server, researcher)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+    page.locator("#checkpoints-title").wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    page.context.close()
