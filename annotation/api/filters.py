@@ -134,6 +134,13 @@ _SIDE_QUERIES = {
 }
 
 
+RESEARCHER_JUDGMENT_FILTERS = ("annotator", "origin", "choice", "comparison", "is_gold")
+RESEARCHER_ONLY = (
+    "The {name!r} filter is for researchers; filter your judgments by picked_side "
+    "(left, right, tie, both_bad), submitted_after or submitted_before."
+)
+
+
 class AnnotatorJudgmentFilter(_SubmittedFilter):
     """Filters an annotator may use on their own judgments: by the side they picked.
 
@@ -150,6 +157,16 @@ class AnnotatorJudgmentFilter(_SubmittedFilter):
     class Meta:
         model = Judgment
         fields = ["picked_side", "submitted_after", "submitted_before"]
+
+    def is_valid(self) -> bool:
+        """A researcher's filter (`?choice=first`) is an error here, not silently
+        ignored: the annotator would take the full list for a filtered one."""
+        valid = super().is_valid()
+        for name in RESEARCHER_JUDGMENT_FILTERS:
+            if name in self.data:
+                self.form.add_error(None, RESEARCHER_ONLY.format(name=name))
+                valid = False
+        return valid
 
     def filter_picked_side(self, queryset, name, value):
         return queryset.filter(_SIDE_QUERIES[value])

@@ -419,9 +419,10 @@ def test_annotator_sees_only_own_judgments_without_names_or_models(
     body = response.content.decode()
     assert not any(name in body for name in MODEL_NAMES)
     assert "secret reason" not in body
-    # Filters that would reveal others' votes do not widen the view.
-    widened = results(client.get(f"{API}/projects/demo/judgments/?annotator=ann2"))
-    assert [r["id"] for r in widened] == [str(data.judgments[0].public_id)]
+    # Filters that would reveal others' votes are refused, never widen the view.
+    widened = client.get(f"{API}/projects/demo/judgments/?annotator=ann2")
+    assert widened.status_code == 400
+    assert "ann2" not in widened.content.decode()
     other = client.get(f"{API}/projects/demo/judgments/{data.judgments[1].public_id}/")
     assert other.status_code == 404
 

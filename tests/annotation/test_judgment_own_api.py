@@ -91,9 +91,10 @@ def test_annotators_filter_by_the_side_they_picked_never_the_canonical_choice(
     rows = client.get(URL, {"picked_side": "left"}).json()["results"]
     assert len(rows) == 2
     assert client.get(URL, {"picked_side": "right"}).json()["results"] == []
-    response = client.get(URL, {"choice": "first"})
-    assert response.status_code == 200
-    assert len(response.json()["results"]) == 2  # not a filter for annotators
+    for name, value in (("choice", "first"), ("annotator", "someone")):
+        response = client.get(URL, {name: value})
+        assert response.status_code == 400  # a researcher's filter, never ignored
+        assert f"The {name!r} filter is for researchers" in str(response.json())
     assert client.get(URL, {"picked_side": "first"}).status_code == 400
 
 
