@@ -17,6 +17,8 @@ from transformers import TrainerCallback
 
 from training import services
 
+WEB_CANCEL_REASON = "Cancelled from the web."
+
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
 CANCEL_POLL_SECONDS = 1.0
 # Metric rows are written at most this often (and always at a checkpoint and at the
@@ -135,7 +137,7 @@ class RegistryCallback(TrainerCallback):
                 if TrainingRun.objects.filter(
                     pk=self.run_id, cancel_requested=True
                 ).exists():
-                    self.stop.request("Cancelled from the web.")
+                    self.stop.request(WEB_CANCEL_REASON)
                     stop = True
         if args.world_size > 1:
             from accelerate.utils import broadcast_object_list

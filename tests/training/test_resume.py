@@ -164,3 +164,22 @@ def test_cancel_requested_from_the_web_stops_the_run(
     assert run.status == RunStatus.CANCELLED, log.read_text()[-3000:]
     assert run.error == "Cancelled from the web."
     assert max(run.metrics.values_list("step", flat=True)) < CANCEL_STEPS
+
+
+def test_a_web_cancel_delivered_by_sigterm_is_recorded_as_the_cancel(
+    tiny_model_dir, preference_dir, tmp_path
+):
+    """The worker answers a web cancel with SIGTERM, often before the trainer's
+    callback has polled the flag: the run still says it was cancelled from the web."""
+    log = tmp_path / "cancel-sigterm.log"
+    process = train_dpo(
+        *dpo_args(tiny_model_dir, preference_dir, tmp_path / "run", CANCEL_STEPS),
+        log=log,
+    )
+    wait_for(lambda: TrainingMetric.objects.exists(), process, log)
+    services.run_cancel_request(run=TrainingRun.objects.get())
+    process.send_signal(signal.SIGTERM)  # at once, as the worker does
+    process.wait(timeout=WAIT_SECONDS)
+    run = TrainingRun.objects.get()
+    assert run.status == RunStatus.CANCELLED, log.read_text()[-3000:]
+    assert run.error == "Cancelled from the web."

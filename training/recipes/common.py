@@ -27,7 +27,12 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from training import selectors, services
-from training.callbacks import RegistryCallback, StopSignal, is_adapter_dir
+from training.callbacks import (
+    WEB_CANCEL_REASON,
+    RegistryCallback,
+    StopSignal,
+    is_adapter_dir,
+)
 from training.config import ConfigError, TrainConfig
 from training.data import StageData, load_stage_data
 from training.models import RunStatus, TrainingRun
@@ -559,8 +564,9 @@ def run_guard(ctx: RunContext) -> Iterator[RunContext]:
     except (RunCancelled, KeyboardInterrupt) as exc:
         if ctx.is_main_process:
             _flush_metrics(ctx)
-            services.run_cancel(run=ctx.run, reason=str(exc) or "Interrupted.")
-            _print_summary(ctx, RunStatus.CANCELLED, error=str(exc) or "Interrupted.")
+            reason = _cancel_reason(ctx, str(exc) or "Interrupted.")
+            services.run_cancel(run=ctx.run, reason=reason)
+            _print_summary(ctx, RunStatus.CANCELLED, error=reason)
         raise CommandError(f"Run {ctx.run.pk} cancelled: {exc}") from exc
     except Exception as exc:
         if ctx.is_main_process:
@@ -572,6 +578,17 @@ def run_guard(ctx: RunContext) -> Iterator[RunContext]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _cancel_reason(ctx: RunContext, reason: str) -> str:
+    """The reason recorded for a stop. The worker stops a run cancelled from the
+    web with SIGTERM, which can arrive before the trainer's callback has seen the
+    flag: then the researcher's cancel, not the signal, is the reason."""
+    if reason != SIGTERM_REASON:
+        return reason
+    if TrainingRun.objects.filter(pk=ctx.run.pk, cancel_requested=True).exists():
+        return WEB_CANCEL_REASON
+    return reason
 
 
 def _flush_metrics(ctx: RunContext) -> None:
@@ -613,10 +630,9 @@ def register(trainer, ctx: RunContext, registry: RegistryCallback, *, base_model
             ctx.run = services.run_finish(run=ctx.run, summary=summary)
             _print_summary(ctx, RunStatus.SUCCEEDED)
         else:
-            ctx.run = services.run_cancel(
-                run=ctx.run, reason=ctx.stop.reason, summary=summary
-            )
-            _print_summary(ctx, RunStatus.CANCELLED, error=ctx.stop.reason)
+            reason = _cancel_reason(ctx, ctx.stop.reason)
+            ctx.run = services.run_cancel(run=ctx.run, reason=reason, summary=summary)
+            _print_summary(ctx, RunStatus.CANCELLED, error=reason)
     return ctx.run
 
 
