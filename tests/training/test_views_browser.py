@@ -92,6 +92,13 @@ def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
     lengths = page.locator('figure[data-panel="Completion lengths"] rect')
     assert lengths.count() == 1
     assert page.locator("#warnings-list article").count() == 1
+    for figure in page.locator("figure.plot").all():
+        steps = figure.locator("text.plot-xtick").all_text_contents()
+        assert len(steps) == len(set(steps)), steps  # no repeated step ticks
+    kl_axis = page.locator(
+        'figure[data-panel="KL to the reference"] text.plot-axis:not(.plot-xtick)'
+    ).all_text_contents()
+    assert not [t for t in kl_axis if t.startswith("-")], kl_axis  # KL >= 0
     points_before = loss.get_attribute("d").count("L")
 
     while_page_polls(

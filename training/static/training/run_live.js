@@ -40,11 +40,21 @@
     return el;
   }
 
-  function fmt(v) {
+  function fmt(v, digits = 4) {
     if (v === 0) return "0";
     const a = Math.abs(v);
-    if (a >= 1e4 || a < 1e-3) return v.toExponential(2);
-    return Number(v.toPrecision(4)).toString();
+    if (a >= 1e4 || a < 1e-3) return v.toExponential(Math.max(2, digits - 2));
+    return Number(v.toPrecision(digits)).toString();
+  }
+
+  function tickDigits(ticks) {
+    // The fewest significant digits (3 or more) that keep neighbouring ticks apart:
+    // a flat series (entropy 6.3874 to 6.3878) needs more than 3.
+    for (let digits = 3; digits < 12; digits++) {
+      const labels = ticks.map((t) => fmt(t, digits));
+      if (new Set(labels).size === labels.length) return digits;
+    }
+    return 12;
   }
 
   function merge(incoming) {
@@ -76,7 +86,7 @@
   }
 
   function drawPanel(panel) {
-    const W = 560, H = 220, L = 56, R = 10, T = 10, B = 28;
+    const W = 560, H = 236, L = 84, R = 12, T = 12, B = 40;
     const figure = document.createElement("figure");
     figure.className = "plot";
     figure.dataset.panel = panel.title;
@@ -94,9 +104,11 @@
     }
     if (!Number.isFinite(ymin)) { ymin = 0; ymax = 1; }
     if (xmin === xmax) { xmin -= 1; xmax += 1; }
+    const nonNegative = ymin >= 0;
     if (ymin === ymax) { const d = Math.abs(ymin) * 0.05 || 1; ymin -= d; ymax += d; }
     const pad = (ymax - ymin) * 0.05;
     ymin -= pad; ymax += pad;
+    if (nonNegative && ymin < 0) ymin = 0; // accuracies, lengths, KL: no axis below 0
     const sx = (x) => L + ((x - xmin) / (xmax - xmin)) * (W - L - R);
     const sy = (y) => T + (1 - (y - ymin) / (ymax - ymin)) * (H - T - B);
     const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${panel.title}: ${panel.names.join(", ")} by step` });
@@ -109,15 +121,19 @@
       band.appendChild(tip);
       svg.appendChild(band);
     }
-    for (let i = 0; i <= 4; i++) {
-      const yv = ymin + ((ymax - ymin) * i) / 4;
+    const yticks = [0, 1, 2, 3, 4].map((i) => ymin + ((ymax - ymin) * i) / 4);
+    const ydigits = tickDigits(yticks);
+    for (const yv of yticks) {
       svg.appendChild(svgEl("line", { x1: L, x2: W - R, y1: sy(yv), y2: sy(yv), stroke: "#e5e7eb" }));
-      const label = svgEl("text", { x: L - 4, y: sy(yv) + 3, "text-anchor": "end", class: "plot-axis" });
-      label.textContent = fmt(yv);
+      const label = svgEl("text", { x: L - 6, y: sy(yv) + 6, "text-anchor": "end", class: "plot-axis" });
+      label.textContent = fmt(yv, ydigits);
       svg.appendChild(label);
-      const xv = xmin + ((xmax - xmin) * i) / 4;
-      const xl = svgEl("text", { x: sx(xv), y: H - B + 14, "text-anchor": "middle", class: "plot-axis" });
-      xl.textContent = Math.round(xv).toString();
+    }
+    // Steps are whole numbers: one tick per distinct step (a short run has fewer).
+    const xticks = [...new Set([0, 1, 2, 3, 4].map((i) => Math.round(xmin + ((xmax - xmin) * i) / 4)))];
+    for (const xv of xticks) {
+      const xl = svgEl("text", { x: sx(xv), y: H - B + 20, "text-anchor": "middle", class: "plot-axis plot-xtick" });
+      xl.textContent = xv.toString();
       svg.appendChild(xl);
     }
     const xlabel = svgEl("text", { x: W - R, y: H - 2, "text-anchor": "end", class: "plot-axis" });
