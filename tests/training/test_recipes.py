@@ -336,3 +336,22 @@ def test_user_option_records_the_creator_and_is_checked(
     run = TrainingRun.objects.get()
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.created_by == researcher
+
+
+def test_a_run_shorter_than_the_logging_interval_still_records_its_loss(
+    project, tiny_model_dir, tmp_path
+):
+    """TRL logs every `logging_steps` (10 by default): `--max-steps 3` logged none."""
+    from tests.training.conftest import export_snapshot, import_pairs
+
+    import_pairs(project, tmp_path)
+    snapshot = export_snapshot(project, tmp_path / "snap")
+    call_command(
+        "train_dpo", "--dataset", str(snapshot.pk), "--model", str(tiny_model_dir),
+        "--max-steps", "3", "--save-steps", "3", "--per-device-train-batch-size", "4",
+        "--no-gradient-checkpointing", "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    run = TrainingRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.config["logging_steps"] == 10  # the setting is kept as given
+    assert "loss" in run.metrics.get(step=3, split="train").values

@@ -137,6 +137,17 @@ def test_finished_run_has_no_cancel_button(run, researcher):
     html = client_for(researcher).get(f"/runs/{run.pk}/").content.decode()
     assert 'id="cancel-run"' not in html
     assert "Cancelled by res before it started." in html
+    assert "No log: the run never started." in html
+
+
+def test_a_command_line_run_says_where_its_log_went(run, researcher):
+    html = client_for(researcher).get(f"/runs/{run.pk}/").content.decode()
+    assert "No log yet: the worker writes one" in html  # queued
+    services.run_start(
+        run=run, kind="rl", config=run.config, output_dir="/o", base_model="m", pid=1
+    )  # as `manage.py train_rl` does, with no worker log attached
+    html = client_for(researcher).get(f"/runs/{run.pk}/").content.decode()
+    assert "Started from the command line: its output went to that terminal" in html
 
 
 def test_cancel_button_cancels_a_queued_run(run, researcher):

@@ -496,6 +496,14 @@ def model_dtype(config: TrainConfig):
     return torch.bfloat16 if config.bf16 else torch.float32
 
 
+def logging_steps(config: TrainConfig) -> int:
+    """`logging_steps`, at most `max_steps`: a run shorter than the logging interval
+    (`--max-steps 3` with TRL's default of 10) would record no loss at all."""
+    if config.max_steps and config.max_steps > 0:
+        return max(1, min(config.logging_steps, config.max_steps))
+    return config.logging_steps
+
+
 def trainer_arguments(config: TrainConfig, args_class, *, has_eval: bool, **extra):
     """TRL's config for the stage, from ours (same names where TRL has them)."""
     eval_strategy = config.eval_strategy if has_eval else "no"
@@ -509,7 +517,7 @@ def trainer_arguments(config: TrainConfig, args_class, *, has_eval: bool, **extr
         max_steps=config.max_steps,
         warmup_steps=config.warmup_steps,
         lr_scheduler_type=config.lr_scheduler_type,
-        logging_steps=config.logging_steps,
+        logging_steps=logging_steps(config),
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
