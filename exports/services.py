@@ -17,6 +17,7 @@ runs it on demand.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -117,10 +118,12 @@ def snapshot_export(
 def _snapshot_row(*, project, user, config: ExportConfig, name: str):
     """The pending snapshot's row: what was asked for, by whom (built later).
 
-    Settings that name a file are checked first (SettingsError), so a
-    wrong path makes no snapshot."""
+    Settings that name a file are checked first (SettingsError), so a wrong path
+    makes no snapshot, and stored absolute: the worker opens them from its own
+    working directory."""
     if config.tokenizer_path:
-        tokenizer_file(config.tokenizer_path)
+        file = tokenizer_file(config.tokenizer_path)
+        config = dataclasses.replace(config, tokenizer_path=str(file))
     return DatasetSnapshot.objects.create(
         project=project,
         name=name[:200],

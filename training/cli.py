@@ -101,7 +101,6 @@ class TrainCommand(BaseCommand):
         except ConfigError as exc:
             raise CommandError(str(exc)) from exc
 
-        creator = None if run_id is not None else _creator(options["user"], config)
         import importlib
 
         recipe = importlib.import_module(self.recipe)
@@ -110,7 +109,7 @@ class TrainCommand(BaseCommand):
             run_id=run_id,
             resume=options["resume"],
             write=self._write,
-            created_by=creator,
+            user=options["user"],
         )
         if run is not None and run.status == "cancelled":
             raise CommandError(
@@ -139,20 +138,3 @@ class TrainCommand(BaseCommand):
         import dataclasses
 
         return dataclasses.fields(self.config_class)
-
-
-def _creator(name: str, config: TrainConfig):
-    """The user `--user` names (checked against the snapshot's project), or None."""
-    from annotation.permissions import command_creator
-    from exports.models import DatasetSnapshot
-
-    dataset = str(config.dataset or "").strip()
-    snapshot = (
-        DatasetSnapshot.objects.select_related("project").filter(pk=int(dataset))
-        if dataset.isdigit()
-        else DatasetSnapshot.objects.none()
-    ).first()
-    try:
-        return command_creator(name, snapshot.project if snapshot else None)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc

@@ -53,6 +53,19 @@ class ConfigError(ValueError):
     """A config value is missing or wrong; the message names the field and the fix."""
 
 
+def local_model_missing(model: str) -> bool:
+    """True when `model` is written as a path (`/`, `~`, `.`) and is no directory
+    here. Anything else is a hub id for the loader to resolve. The web form and the
+    train_* commands both refuse such a path before a run row exists; the hub
+    client would otherwise take it for a repo id and fail on its characters."""
+    if not model.startswith(("/", "~", ".")):
+        return False
+    try:
+        return not Path(model).expanduser().is_dir()
+    except RuntimeError:  # "~nosuchuser/...": no home to expand
+        return True
+
+
 def _help(text: str) -> dict:
     return {"help": text}
 

@@ -9,14 +9,18 @@ directory or a hub id, or come from a succeeded parent run. Each check raises a
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from exports.models import DatasetFormat, DatasetSnapshot, SnapshotStatus
-from training.config import CONFIG_CLASSES, ConfigError, config_resolve
+from training.config import (
+    CONFIG_CLASSES,
+    ConfigError,
+    config_resolve,
+    local_model_missing,
+)
 from training.models import RunKind, RunStatus, TrainingRun
 from training.recipes_catalog import Recipe, recipe_get
 from training.selectors import run_final_checkpoint
@@ -85,7 +89,7 @@ def _check_model(model: str) -> None:
     if model.startswith(("/", "~", ".")):
         if not getattr(settings, "PREFLINE_TRAINING_CHECK_MODEL_PATHS", True):
             return
-        if not Path(model).expanduser().is_dir():
+        if local_model_missing(model):
             raise ValidationError({"base_model": MODEL_PATH_MISSING.format(path=model)})
     elif not HUB_ID.match(model):
         raise ValidationError({"base_model": MODEL_NAME_INVALID.format(model=model)})

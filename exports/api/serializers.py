@@ -4,21 +4,15 @@ from rest_framework import serializers
 
 from annotation.api.serializers import StrictInputSerializer
 from exports.aggregation import POLICIES
-from exports.formats import (
-    FILE_KINDS,
-    SFT_STYLES,
-    ExportConfig,
-    SettingsError,
-    tokenizer_file,
-)
+from exports.formats import FILE_KINDS, SFT_STYLES, ExportConfig, SettingsError
 from exports.models import DatasetFormat, DatasetSnapshot
 
 
 class SnapshotSettingsSerializer(StrictInputSerializer):
     """Settings of a new snapshot (all optional; defaults as in the command).
 
-    Unknown fields are refused (a typo must not silently fall back to a default);
-    `tokenizer_path` must name a tokenizer.json (or its folder) on the server."""
+    Unknown fields are refused (a typo must not silently fall back to a default).
+    `tokenizer_path` is checked where the snapshot is created (services)."""
 
     name = serializers.CharField(max_length=200, required=False, default="")
     format = serializers.ChoiceField(
@@ -49,10 +43,6 @@ class SnapshotSettingsSerializer(StrictInputSerializer):
         settings = {k: v for k, v in attrs.items() if k != "name"}
         settings["files"] = tuple(settings["files"])
         try:
-            if settings["tokenizer_path"]:
-                # Stored absolute: the worker opens it from its own directory.
-                file = tokenizer_file(settings["tokenizer_path"])
-                settings["tokenizer_path"] = str(file)
             attrs["config"] = ExportConfig(**settings)
         except SettingsError as exc:
             raise serializers.ValidationError(exc.errors) from exc

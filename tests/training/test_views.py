@@ -218,6 +218,7 @@ def test_new_run_form_queues_a_run_and_enqueues_its_task(
         ({"extra": "{nope"}, "Not valid JSON"),
         ({"extra": '{"max_stepz": 3}'}, "unknown setting &#x27;max_stepz&#x27;"),
         ({"base_model": "/nowhere/model"}, "does not exist on the web server"),
+        ({"base_model": "~nosuchuser/model"}, "does not exist on the web server"),
     ],
 )
 def test_new_run_form_shows_errors_and_queues_nothing(

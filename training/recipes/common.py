@@ -33,7 +33,7 @@ from training.callbacks import (
     StopSignal,
     is_adapter_dir,
 )
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, local_model_missing
 from training.data import StageData, load_stage_data
 from training.models import RunStatus, TrainingRun
 from training.progress import ProgressCallback, summary_lines
@@ -162,18 +162,20 @@ def start_run(
     run_id: int | None = None,
     resume: bool = False,
     write: Callable[[str], None] = print,
-    created_by=None,
+    user: str = "",
 ) -> RunContext:
     """Create or claim the run row, resolve its output directory and checkpoint.
 
-    `created_by` (a user, or None) is recorded on a new run: a run trained on a
-    path, not a snapshot, belongs to no project, and only its creator (and
-    superusers) see it.
+    `user` (a username, or "") is recorded as a new run's creator; with a snapshot
+    it must be a researcher of the snapshot's project (`command_creator`). A run
+    trained on a path belongs to no project, and only its creator (and superusers)
+    see it.
 
     Under `accelerate launch` only the main process reads what it must decide on
     (which run, whether it may resume) and writes; it broadcasts the outcome, so
     every process acts on the same decision and raises the same error.
     """
+    from annotation.permissions import command_creator
     from training.data import dataset_resolve
 
     is_main, num_processes = _main_process()
@@ -191,6 +193,10 @@ def start_run(
         except ConfigError as exc:
             raise CommandError(str(exc)) from exc
         dataset_path, snapshot = dataset_resolve(config.dataset)
+        try:
+            created_by = command_creator(user, snapshot.project if snapshot else None)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         parent = _find_parent(config)
         created = None
         if is_main:
@@ -217,18 +223,10 @@ def start_run(
 
 
 def _check_model_paths(config: TrainConfig) -> None:
-    """A model given as a path (`/`, `~`, `.`) must be a directory here, before a
-    run row exists: otherwise the hub client takes it for a repo id and fails with a
-    message about repo id characters."""
+    """Every model given as a path must be a directory here (`local_model_missing`)."""
     for name in ("model", "ref_model", "reward_model"):
         value = getattr(config, name, "") or ""
-        if not value.startswith(("/", "~", ".")):
-            continue
-        try:
-            exists = Path(value).expanduser().is_dir()
-        except RuntimeError:  # "~nosuchuser/...": no home to expand
-            exists = False
-        if not exists:
+        if local_model_missing(value):
             flag = name.replace("_", "-")
             raise ConfigError(MODEL_DIR_MISSING.format(flag=flag, path=value))
 

@@ -52,17 +52,9 @@ def build_trainer(ctx: common.RunContext, path, model, tokenizer, ref_model, dat
     return trainer, registry
 
 
-def main(
-    config: DPORunConfig, *, run_id=None, resume=False, write=print, created_by=None
-):
-    ctx = common.start_run(
-        config,
-        kind=RunKind.DPO,
-        run_id=run_id,
-        resume=resume,
-        write=write,
-        created_by=created_by,
-    )
+def main(config: DPORunConfig, **run_options):
+    """Train; `run_options` go to `common.start_run` (run_id, resume, write, user)."""
+    ctx = common.start_run(config, kind=RunKind.DPO, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
         path, model, tokenizer, ref_model = load_model(ctx)

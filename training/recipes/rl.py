@@ -145,17 +145,9 @@ def add_heldout_callback(trainer, ctx: common.RunContext, tokenizer) -> None:
         )
 
 
-def main(
-    config: RLRunConfig, *, run_id=None, resume=False, write=print, created_by=None
-):
-    ctx = common.start_run(
-        config,
-        kind=RunKind.RL,
-        run_id=run_id,
-        resume=resume,
-        write=write,
-        created_by=created_by,
-    )
+def main(config: RLRunConfig, **run_options):
+    """Train; `run_options` go to `common.start_run` (run_id, resume, write, user)."""
+    ctx = common.start_run(config, kind=RunKind.RL, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
         ctx.config.require("reward_model")
