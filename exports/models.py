@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from annotation.models import Project
+from exports.formats import SPLITS
 
 
 class DatasetFormat(models.TextChoices):
@@ -96,6 +97,30 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Snapshot {self.pk} of {self.project} ({self.format})"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        """Counts in split order and drops by reason, as they were written.
+
+        PostgreSQL's jsonb keeps object keys sorted by length, so without this the
+        API, the page and the command would list `test` before `train` there and in
+        the written order on SQLite.
+        """
+        instance = super().from_db(db, field_names, values)
+        loaded = instance.__dict__
+        if isinstance(loaded.get("counts"), dict):
+            instance.counts = _in_order(instance.counts, SPLITS)
+        if isinstance(loaded.get("dropped"), dict):
+            instance.dropped = dict(sorted(instance.dropped.items()))
+        return instance
+
+
+def _in_order(mapping: dict, order: tuple[str, ...]) -> dict:
+    """`mapping` with the keys of `order` first, in that order, then the rest sorted."""
+    rank = {key: index for index, key in enumerate(order)}
+    return dict(
+        sorted(mapping.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+    )
 
 
 class SnapshotJudgmentIds(models.Model):

@@ -14,7 +14,7 @@ from annotation.models import Comparison, Judgment, Project
 class JudgmentFilters:
     """Validated filters; `None` means "any"."""
 
-    annotator_id: int | None = None
+    annotator: str | None = None  # username, as the API filters
     choice: str | None = None
     origin: str | None = None
     gold: bool | None = None
@@ -32,8 +32,8 @@ def judgment_browse(
         "comparison__response_a",
         "comparison__response_b",
     )
-    if filters.annotator_id is not None:
-        qs = qs.filter(annotator_id=filters.annotator_id)
+    if filters.annotator is not None:
+        qs = qs.filter(annotator__username=filters.annotator)
     if filters.choice is not None:
         qs = qs.filter(choice=filters.choice)
     if filters.origin is not None:

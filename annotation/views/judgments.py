@@ -33,7 +33,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class JudgmentFilterForm(forms.Form):
-    annotator = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    # By username, as the API's `?annotator=` is: one URL for both, and readable.
+    annotator = forms.ChoiceField(required=False)
     choice = forms.ChoiceField(
         required=False, choices=[("", "Any")] + list(Choice.choices)
     )
@@ -54,14 +55,15 @@ class JudgmentFilterForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["annotator"].choices = [("", "Any")] + [
-            (user.pk, user.username) for user in project_annotators(project=project)
+            (user.username, user.username)
+            for user in project_annotators(project=project)
         ]
 
     def filters(self) -> JudgmentFilters:
         data = self.cleaned_data
         gold = {"yes": True, "no": False}.get(data["gold"])
         return JudgmentFilters(
-            annotator_id=data["annotator"],
+            annotator=data["annotator"] or None,
             choice=data["choice"] or None,
             origin=data["origin"] or None,
             gold=gold,

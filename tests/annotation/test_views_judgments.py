@@ -59,12 +59,31 @@ def test_browser_lists_all_judgments_with_filters(client, project, researcher, d
     assert "prior label" in body
     assert "3 judgments" in client.get(url + "?origin=human").content.decode()
     ann2 = data[1]
-    assert "1 judgment " in client.get(url + f"?annotator={ann2.pk}").content.decode()
+    assert (
+        "1 judgment "
+        in client.get(url + f"?annotator={ann2.username}").content.decode()
+    )
     assert "1 judgment " in client.get(url + "?choice=tie").content.decode()
     yesterday = (timezone.localdate() - dt.timedelta(days=1)).isoformat()
     assert "1 judgment " in client.get(url + f"?date_to={yesterday}").content.decode()
     assert "3 judgments" in client.get(url + f"?date_from={yesterday}").content.decode()
     assert "No judgments match" in client.get(url + "?gold=yes").content.decode()
+
+
+def test_dashboard_links_filter_by_username_as_the_api_does(
+    client, project, researcher, data
+):
+    """The dashboard's per-annotator link and the API take the same `?annotator=`."""
+    client.force_login(researcher)
+    stats = client.get(reverse("dashboard-stats", args=[project.slug])).content.decode()
+    list_url = reverse("judgment-list", args=[project.slug])
+    link = f'href="{list_url}?annotator=ann2"'
+    assert link in stats
+    page = client.get(f"{list_url}?annotator=ann2").content.decode()
+    assert "1 judgment " in page
+    assert '<option value="ann2" selected>ann2</option>' in page
+    rows = get_csv(client, project, "?annotator=ann2")[1:]
+    assert [row[CSV_COLUMNS.index("annotator")] for row in rows] == ["ann2"]
 
 
 def test_bad_filter_is_a_400_that_names_the_field(client, project, researcher, data):

@@ -266,3 +266,27 @@ def test_dawid_skene_that_does_not_converge_is_a_400_on_the_policy(
     )
     assert response.status_code == 400, response.content
     assert "did not converge" in response.json()["policy"][0]
+
+
+def test_counts_list_train_before_test_and_drops_by_name_on_every_database(
+    labelled_project, member, api_client_for
+):
+    """jsonb sorts keys by length (`test` first); reads restore the written order."""
+    snapshot = DatasetSnapshot.objects.create(
+        project=labelled_project,
+        status=SnapshotStatus.SUCCEEDED,
+        counts={"train": 5, "test": 2},
+        dropped={"tie": 1, "both_bad": 2, "not_unanimous": 3},
+    )
+    stored = DatasetSnapshot.objects.get(pk=snapshot.pk)
+    assert list(stored.counts) == ["train", "test"]
+    assert list(stored.dropped) == ["both_bad", "not_unanimous", "tie"]
+    client = api_client_for(member("r", "researcher"))
+    for body in (
+        client.get(url("prefs", f"{snapshot.pk}/")).json(),
+        client.get(url("prefs")).json()["results"][0],
+    ):
+        assert list(body["counts"]) == ["train", "test"]
+        assert list(body["dropped"]) == ["both_bad", "not_unanimous", "tie"]
+    deferred = DatasetSnapshot.objects.only("pk").get(pk=snapshot.pk)
+    assert list(deferred.counts) == ["train", "test"]
