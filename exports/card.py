@@ -63,7 +63,9 @@ def render_card(
 ) -> str:
     """Return README.md: YAML front matter, summary, columns, loading, hygiene."""
     splits = "\n".join(
-        f"    - split: {split}\n      path: parquet/{split}.parquet" for split in counts
+        f"    - split: {split}\n      path: parquet/{split}.parquet"
+        for split, rows in counts.items()
+        if rows  # a split without rows has no files (`writers.SplitWriter.close`)
     )
     tags = "\n".join(f"  - {t}" for t in ["prefline", "trl", *TAGS[config.format]])
     front = (
@@ -77,7 +79,10 @@ def render_card(
         "---\n"
     )
     trainers = ", ".join(f"`{t}`" for t in TRAINERS[config.format])
-    count_rows = "\n".join(f"| {s} | {n} |" for s, n in counts.items())
+    count_rows = "\n".join(
+        f"| {s} | {n} |" if n else f"| {s} | 0 (no rows, so no files) |"
+        for s, n in counts.items()
+    )
     dropped_rows = (
         "\n".join(f"| {r} | {n} |" for r, n in dropped.items()) or "| - | 0 |"
     )
@@ -95,6 +100,17 @@ def render_card(
         tuple(config.files),
         "The same rows are in `parquet/`, `jsonl/` and the `datasets` folders.",
     )
+    if "datasets" in config.files:
+        loading = (
+            "from datasets import load_from_disk\n"
+            'dataset = load_from_disk("path/to/this/folder")\n'
+            '# or, through the configs above: load_dataset("path/to/this/folder")'
+        )
+    else:  # no `datasets` folders: the configs above point at parquet/
+        loading = (
+            "from datasets import load_dataset\n"
+            'dataset = load_dataset("path/to/this/folder")'
+        )
     settings = json.dumps(
         {"format": config.format, **config.filters_dict(), **config.policy_dict()},
         indent=2,
@@ -132,9 +148,7 @@ Counted in comparisons (a comparison gives one row, two in the unpaired format).
 ## Loading
 
 ```python
-from datasets import load_from_disk
-dataset = load_from_disk("path/to/this/folder")
-# or: load_dataset("parquet", data_files={{"train": "parquet/train.parquet"}})
+{loading}
 ```
 
 {files_text} `judgment_ids.parquet` lists the ids of the {judgments}

@@ -42,8 +42,17 @@ TOKENS_NEED_TOKENIZER = (
 )
 BAD_MAX_TOKENS = "max_tokens must be at least 1, got {value!r}."
 TOKENIZER_MISSING = "No tokenizer.json at {path}."
+TOKENIZER_UNREADABLE = "{path} is not a tokenizers file: {error}"
 NEGATIVES_NEED_UNPAIRED = (
     "both_bad_as_negatives applies to the unpaired format only (got format {value!r})."
+)
+MIN_AGREEMENT_NEEDS_POLICY = (
+    "min_agreement applies to the min_agreement policy only (got policy {value!r}); "
+    "leave it at 0.5 or choose that policy."
+)
+SFT_STYLE_NEEDS_SFT = (
+    "sft_style applies to the sft format only (got format {value!r}); leave it at "
+    "messages or choose that format."
 )
 BAD_FILES = (
     "files must be kinds among " + ", ".join(FILE_KINDS) + " including parquet, "
@@ -115,6 +124,16 @@ class ExportConfig:
             errors["both_bad_as_negatives"] = NEGATIVES_NEED_UNPAIRED.format(
                 value=self.format
             )
+        # A setting the format or policy ignores would still be recorded on the
+        # card (and change the checksum of identical rows): refused, not ignored.
+        if self.min_agreement != 0.5 and self.policy != "min_agreement":
+            errors.setdefault(
+                "min_agreement", MIN_AGREEMENT_NEEDS_POLICY.format(value=self.policy)
+            )
+        if self.sft_style != "messages" and self.format != "sft":
+            errors.setdefault(
+                "sft_style", SFT_STYLE_NEEDS_SFT.format(value=self.format)
+            )
         if errors:
             raise SettingsError(errors)
 
@@ -137,12 +156,15 @@ class ExportConfig:
         return cls(**{k: v for k, v in merged.items() if k in known})
 
 
-def tokenizer_file(path: str) -> Path:
-    """The tokenizer.json that `tokenizer_path` names (the file or its folder), as an
-    absolute path.
+def load_tokenizer(path: str):
+    """The tokenizer.json that `tokenizer_path` names (the file or its folder): its
+    absolute path and the `tokenizers.Tokenizer` read from it.
 
-    Checked when a snapshot is asked for, so a wrong path is a field error and no
-    failed snapshot, and again when it is built (the file may be gone by then)."""
+    Checked when a snapshot is asked for or previewed, so a wrong path or a file that
+    is not a tokenizer is a field error and no failed snapshot, and again when it is
+    built (the file may be gone by then)."""
+    from tokenizers import Tokenizer  # Rust, light: no torch or transformers
+
     try:
         file = Path(path).expanduser().resolve()
     except RuntimeError as exc:  # "~nosuchuser/..." has no home to expand
@@ -151,7 +173,12 @@ def tokenizer_file(path: str) -> Path:
         file = file / "tokenizer.json"
     if not file.is_file():
         raise SettingsError({"tokenizer_path": TOKENIZER_MISSING.format(path=file)})
-    return file
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises its own Exception subclass
+        message = TOKENIZER_UNREADABLE.format(path=file, error=exc)
+        raise SettingsError({"tokenizer_path": message}) from exc
+    return file, tokenizer
 
 
 def arrow_schema(config: ExportConfig):

@@ -37,6 +37,16 @@ class SnapshotForm(forms.Form):
     seed = forms.IntegerField(initial=0)
     max_chars = forms.IntegerField(initial=20_000, min_value=1)
 
+    @classmethod
+    def with_defaults(cls, data) -> dict:
+        """`data` (a QueryDict) with every setting it leaves out at its default."""
+        defaults = {
+            name: field.initial
+            for name, field in cls.base_fields.items()
+            if field.initial is not None
+        }
+        return {**defaults, **data.dict()}
+
     def to_config(self) -> ExportConfig:
         """The settings as an ExportConfig (SettingsError when they do not fit)."""
         return ExportConfig(

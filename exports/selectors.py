@@ -53,7 +53,7 @@ from annotation.models import (
 from exports import aggregation as agg
 from exports import judgment_ids, pgcopy
 from exports.arrays import distinct, factorise, positions
-from exports.formats import ExportConfig, SettingsError
+from exports.formats import ExportConfig, SettingsError, load_tokenizer
 from exports.hygiene import label_distribution
 from exports.models import DatasetSnapshot, SnapshotJudgmentIds
 from exports.signals import export_stage
@@ -1008,8 +1008,10 @@ def export_preview(project: Project, config: ExportConfig) -> dict:
 
     Reads the integer columns and the prompts of the kept comparisons (each distinct
     prompt once; no response text), within `PREVIEW_TIMEOUT_MS` per statement on
-    PostgreSQL.
+    PostgreSQL. A tokenizer is checked as creating the snapshot would check it.
     """
+    if config.tokenizer_path:
+        load_tokenizer(config.tokenizer_path)
     with consistent_read(timeout_ms=PREVIEW_TIMEOUT_MS):
         plan = export_plan(project, config)
         pending = plan.pending()
@@ -1051,6 +1053,11 @@ def _snapshot_path(snapshot: DatasetSnapshot) -> Path | None:
         return None
     path = Path(snapshot.output_dir)
     return path if path.is_dir() else None
+
+
+def snapshot_files_present(snapshot: DatasetSnapshot) -> bool:
+    """Whether the snapshot's folder is still on disk (the row outlives it)."""
+    return _snapshot_path(snapshot) is not None
 
 
 def snapshot_card_html(snapshot: DatasetSnapshot) -> str:

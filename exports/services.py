@@ -31,6 +31,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from exports import judgment_ids as ids_codec
 from exports import writers
 from exports.arrays import distinct
 from exports.card import render_card
-from exports.formats import ExportConfig, SettingsError, arrow_schema, tokenizer_file
+from exports.formats import ExportConfig, SettingsError, arrow_schema, load_tokenizer
 from exports.models import DatasetSnapshot, SnapshotJudgmentIds, SnapshotStatus
 from exports.selectors import (
     BATCH_COMPARISONS,
@@ -61,6 +62,12 @@ from exports.signals import export_stage
 logger = logging.getLogger(__name__)
 
 OUT_DIR_NOT_EMPTY = "Output folder {path} exists and is not empty; choose a new one."
+SNAPSHOT_DIR_TAKEN = (
+    "The snapshot's folder {path} exists and is not empty: it is not this "
+    "database's (snapshot ids restart with a new database while DATA_DIR keeps its "
+    "folders). Move it away, or give this database its own DATA_DIR, and create the "
+    "snapshot again."
+)
 OUT_IS_A_FILE = "Output folder {path} is a file; choose a new folder."
 OUT_UNUSABLE = "Output folder {path} cannot be made: {reason}."
 TEXTS_TOO_LARGE = (
@@ -68,8 +75,14 @@ TEXTS_TOO_LARGE = (
     "Arrow's 2 GiB limit for one string column, which happens only with texts of "
     "about 100 KB or more each; this export cannot be written yet. (Arrow: {error})"
 )
+NAME_MAX = 200  # DatasetSnapshot.name
+NAME_TOO_LONG = f"A snapshot name has at most {NAME_MAX} characters, got {{length}}."
 SNAPSHOT_NOT_PENDING = "Snapshot {pk} is {status}; only a pending snapshot is built."
-TOKENIZER_UNREADABLE = "{path} is not a tokenizers file: {error}"
+NO_TRAINING_ROWS = (
+    "Nothing to train on: no row is left for the train split ({dropped}); nothing "
+    "was written. The preview shows why comparisons are dropped; --include-prior, "
+    "another policy or more judgments may keep some."
+)
 STALE_RUN = (
     "Interrupted: the build ({worker}) stopped without finishing; marked failed "
     "by {cleaner} on {when}."
@@ -121,12 +134,14 @@ def _snapshot_row(*, project, user, config: ExportConfig, name: str):
     Settings that name a file are checked first (SettingsError), so a wrong path
     makes no snapshot, and stored absolute: the worker opens them from its own
     working directory."""
+    if len(name) > NAME_MAX:
+        raise SettingsError({"name": NAME_TOO_LONG.format(length=len(name))})
     if config.tokenizer_path:
-        file = tokenizer_file(config.tokenizer_path)
+        file, _ = load_tokenizer(config.tokenizer_path)
         config = dataclasses.replace(config, tokenizer_path=str(file))
     return DatasetSnapshot.objects.create(
         project=project,
-        name=name[:200],
+        name=name,
         format=config.format,
         policy=config.policy_dict(),
         filters=config.filters_dict(),
@@ -235,6 +250,7 @@ def snapshot_build(
     Errors are recorded on the row (status failed) and raised again.
     """
     snapshot_clean_stale(project=snapshot.project)
+    chosen = out_dir is not None
     if out_dir is None:
         out_dir = snapshot_root() / snapshot.project.slug / str(snapshot.pk)
     out_dir = Path(out_dir).resolve()
@@ -255,7 +271,7 @@ def snapshot_build(
         config = ExportConfig.from_parts(
             format=snapshot.format, policy=snapshot.policy, filters=snapshot.filters
         )
-        _check_destination(out_dir)
+        _check_destination(out_dir, chosen=chosen)
         result = build_files(
             project=snapshot.project,
             config=config,
@@ -263,10 +279,14 @@ def snapshot_build(
             snapshot_pk=snapshot.pk,
         )
     except Exception as exc:
+        # Nothing was moved into `out_dir` (the rename is the build's last step),
+        # and what is there is not this snapshot's: forget it, so that deleting the
+        # failed snapshot never removes someone else's files.
         DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
             status=SnapshotStatus.FAILED,
             error=f"{type(exc).__name__}: {exc}",
             finished_at=timezone.now(),
+            output_dir="",
         )
         raise
     logger.debug("snapshot %s built: %s", snapshot.pk, {"timings": result.timings})
@@ -300,13 +320,30 @@ def snapshot_delete(*, snapshot: DatasetSnapshot) -> None:
         transaction.on_commit(lambda: shutil.rmtree(path, ignore_errors=True))
 
 
-def _check_destination(out_dir: Path) -> None:
+def snapshot_folders_remove_with_project(sender, instance: Project, **kwargs) -> None:
+    """A project's deletion (admin, `load_demo --reset`) cascades to its snapshot
+    rows; their folders under the snapshot root go too once it commits, as
+    `snapshot_delete` removes one snapshot's (folders the user chose stay)."""
+    root = snapshot_root()
+    folders = (
+        DatasetSnapshot.objects.filter(project=instance)
+        .exclude(output_dir="")
+        .values_list("output_dir", flat=True)
+    )
+    for path in map(Path, folders):
+        if path.is_relative_to(root):
+            transaction.on_commit(partial(shutil.rmtree, path, ignore_errors=True))
+
+
+def _check_destination(out_dir: Path, *, chosen: bool = True) -> None:
     """`out_dir` must be new or empty, and its parent a folder this process can
-    write in (the build writes a temporary folder there and renames it)."""
+    write in (the build writes a temporary folder there and renames it). `chosen`:
+    the user named it (the command's --out), rather than the worker's default."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(OUT_IS_A_FILE.format(path=out_dir))
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(OUT_DIR_NOT_EMPTY.format(path=out_dir))
+        message = OUT_DIR_NOT_EMPTY if chosen else SNAPSHOT_DIR_TAKEN
+        raise ValueError(message.format(path=out_dir))
     # Nothing is created here (a refused export leaves no folders): the nearest
     # existing ancestor must be a folder this process may create folders in.
     ancestor = next((p for p in out_dir.parents if p.exists()), None)
@@ -322,16 +359,10 @@ def _token_counter(config: ExportConfig):
     """Token counts of a list of texts with the configured tokenizer, or None."""
     if not config.tokenizer_path:
         return None
-    from tokenizers import Tokenizer
-
     try:
-        path = tokenizer_file(config.tokenizer_path)
-    except SettingsError as exc:  # gone since the snapshot was asked for
+        _, tokenizer = load_tokenizer(config.tokenizer_path)
+    except SettingsError as exc:  # gone or changed since the snapshot was asked for
         raise ValueError(exc.errors["tokenizer_path"]) from None
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises its own Exception subclass
-        raise ValueError(TOKENIZER_UNREADABLE.format(path=path, error=exc)) from exc
 
     def count(texts: list[str]) -> np.ndarray:
         encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
@@ -538,8 +569,15 @@ def _write_all(*, project: Project, config: ExportConfig, root: Path) -> BuildRe
     )
     clock.lap("hygiene")
     counts = {s: w.rows for s, w in split_writers.items()}
+    if not counts["train"]:
+        reasons = ", ".join(f"{r}: {n}" for r, n in summary.dropped.items())
+        held_out = counts.get("test", 0)
+        if held_out:
+            reasons = ", ".join(filter(None, [reasons, f"{held_out} rows in test"]))
+        raise ValueError(NO_TRAINING_ROWS.format(dropped=reasons or "no comparisons"))
     if "datasets" in config.files:
-        writers.write_dataset_dict_json(root, names, checksums)
+        written = [split for split in names if counts[split]]
+        writers.write_dataset_dict_json(root, written, checksums)
     writers.write_judgment_ids(
         root / "judgment_ids.parquet", summary.judgment_ids, checksums
     )

@@ -1,5 +1,7 @@
 """Researcher pages: configure, preview and queue snapshots; read and download."""
 
+import json
+
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
@@ -9,6 +11,7 @@ from exports import selectors, services
 from exports.formats import SettingsError
 from exports.forms import SnapshotForm
 from exports.models import SnapshotStatus
+from exports.selectors import SNAPSHOT_FILES_GONE
 
 SNAPSHOT_NOT_FOUND = "No snapshot {pk} in this project."
 NOT_READY = "Snapshot {pk} is {status}; only a finished snapshot can be downloaded."
@@ -26,6 +29,8 @@ def snapshot_list(request: HttpRequest, project, role) -> HttpResponse:
     posted = request.method == "POST"
     data = request.POST if posted else request.GET
     wants_preview = "preview" in data
+    if not posted and wants_preview:  # a link names only the settings it changes
+        data = SnapshotForm.with_defaults(data)
     form = SnapshotForm(data if posted or wants_preview else None)
     preview = None
     if form.is_bound and form.is_valid():
@@ -62,6 +67,15 @@ def _snapshot(project, pk: int):
     return snapshot
 
 
+def _setting_text(value) -> str:
+    """A setting as the page shows it: lists joined, JSON's true/false, none."""
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 @project_page(Role.RESEARCHER)
 def snapshot_detail(request: HttpRequest, project, role, pk: int) -> HttpResponse:
     snapshot = _snapshot(project, pk)
@@ -71,6 +85,10 @@ def snapshot_detail(request: HttpRequest, project, role, pk: int) -> HttpRespons
         {
             "project": project,
             "snapshot": snapshot,
+            "policy": [(k, _setting_text(v)) for k, v in snapshot.policy.items()],
+            "filters": [(k, _setting_text(v)) for k, v in snapshot.filters.items()],
+            "files_present": selectors.snapshot_files_present(snapshot),
+            "files_gone": SNAPSHOT_FILES_GONE.format(pk=snapshot.pk),
             "card_html": selectors.snapshot_card_html(snapshot),
             "running": snapshot.status
             in (SnapshotStatus.PENDING, SnapshotStatus.RUNNING),

@@ -183,15 +183,31 @@ class SplitWriter:
         self.rows += n
 
     def close(self, checksums: Checksums) -> None:
+        """Finish the split's files; a split without rows leaves no files.
+
+        `datasets.load_dataset` (and so `trl dpo --dataset_name`) cannot read a
+        Parquet file without rows ("BatchSize must be greater than 0"), so an empty
+        split is left out as a held-out fraction of 0 leaves out `test`.
+        """
         if self._pending_rows:
             self._write_group(self._pending_rows)
-        if self.rows == 0:
-            self._parquet.write_table(self.schema.empty_table())
         self._parquet.close()
         if self._arrow is not None:
             self._arrow.close()
         for file in self._files:
             file.close()
+        if self.rows == 0:
+            for file in self._files:
+                file.path.unlink()
+            for folder in (
+                self.root / self.split,
+                self.root / "parquet",
+                self.root / "jsonl",
+            ):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            return
+        for file in self._files:
             checksums.add(file.path, file.hexdigest())
         if self._arrow is not None:
             self._write_split_state(checksums)

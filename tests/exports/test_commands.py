@@ -180,3 +180,20 @@ def test_dawid_skene_that_does_not_converge_is_a_command_error(
             "--policy", "dawid_skene",
         )  # fmt: skip
     assert not (tmp_path / "x").exists()
+
+
+def test_a_file_that_is_no_tokenizer_is_an_option_error_and_makes_no_snapshot(
+    labelled_project, tmp_path
+):
+    from exports.models import DatasetSnapshot
+
+    (tmp_path / "tokenizer.json").write_text('{"not": "a tokenizer"}')
+    with pytest.raises(
+        CommandError, match=r"^--tokenizer-path: .* is not a tokenizers file"
+    ):
+        call_command(
+            "export_preferences", "prefs", "--out", str(tmp_path / "x"),
+            "--tokenizer", str(tmp_path), "--max-tokens", "10",
+        )  # fmt: skip
+    assert not DatasetSnapshot.objects.exists()
+    assert not (tmp_path / "x").exists()

@@ -27,6 +27,7 @@ from exports.selectors import (
     snapshot_judgment_ids,
 )
 from exports.services import (
+    NO_TRAINING_ROWS,
     OUT_DIR_NOT_EMPTY,
     snapshot_build,
     snapshot_clean_stale,
@@ -304,7 +305,6 @@ def test_multi_turn_prompt_is_kept_whole(db, tmp_path):
 
 
 def test_prior_labels_are_in_or_out_by_flag(db, tmp_path):
-    from datasets import load_from_disk
 
     project = make_project("priors", target=1)
     import_pairs(
@@ -315,10 +315,13 @@ def test_prior_labels_are_in_or_out_by_flag(db, tmp_path):
             for i in range(3)
         ],
     )
-    without = export(project, tmp_path / "without", heldout_fraction=0)
-    assert without.counts == {"train": 0}
-    assert without.dropped == {"no_votes": 3}
-    assert load_from_disk(str(tmp_path / "without"))["train"].num_rows == 0
+    with pytest.raises(ValueError, match=r"Nothing to train on.*no_votes: 3"):
+        export(project, tmp_path / "without", heldout_fraction=0)
+    failed = DatasetSnapshot.objects.get()
+    assert failed.status == SnapshotStatus.FAILED
+    assert "--include-prior" in failed.error
+    assert not (tmp_path / "without").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs.jsonl"]
     with_prior = export(
         project, tmp_path / "with", heldout_fraction=0, include_prior=True
     )
@@ -493,6 +496,9 @@ def test_export_equals_the_row_wise_reference(rich_project, tmp_path, settings):
     )
     assert snapshot.counts == {s: len(rows) for s, rows in want.rows.items()}
     for split, rows in want.rows.items():
+        if not rows:  # an empty split has no files
+            assert not list(out.glob(f"**/{split}*"))
+            continue
         assert (out / "jsonl" / f"{split}.jsonl").read_bytes() == want.jsonl[split]
         assert pq.read_table(out / "parquet" / f"{split}.parquet").to_pylist() == rows
     assert snapshot.dropped == want.dropped
@@ -564,18 +570,61 @@ def test_files_option_writes_only_the_kinds_asked_for(labelled_project, tmp_path
 
 
 def test_failed_export_leaves_nothing_and_records_the_error(labelled_project, tmp_path):
-    """The build fails midway (the tokenizer file exists but is not one): no files
-    are left, and the snapshot row records the error."""
-    broken = tmp_path / "tokenizer.json"
-    broken.write_text("{not json")
+    """The build fails midway (the tokenizer checked when the snapshot was asked for
+    is no tokenizer by the time it is built): no files are left, and the snapshot
+    row records the error."""
+    from tokenizers import Tokenizer, models
+
+    file = tmp_path / "tokenizer.json"
+    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(file))
+    snapshot = snapshot_create(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(tokenizer_path=str(file), max_tokens=8),
+    )
+    file.write_text("{not json")
     out = tmp_path / "parent" / "snap"
     with pytest.raises(ValueError, match="is not a tokenizers file"):
-        export(labelled_project, out, tokenizer_path=str(broken))
+        snapshot_build(snapshot=snapshot, out_dir=out)
     assert not out.exists()
     assert list((tmp_path / "parent").iterdir()) == []
-    snapshot = DatasetSnapshot.objects.get()
+    snapshot.refresh_from_db()
     assert snapshot.status == SnapshotStatus.FAILED
     assert "is not a tokenizers file" in snapshot.error
+
+
+def test_a_file_that_is_no_tokenizer_is_a_field_error_before_any_row(
+    labelled_project, tmp_path
+):
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text("{not json")
+    config = ExportConfig(tokenizer_path=str(broken), max_tokens=8)
+    with pytest.raises(SettingsError) as excinfo:
+        export_preview(labelled_project, config)
+    assert "is not a tokenizers file" in excinfo.value.errors["tokenizer_path"]
+    with pytest.raises(SettingsError, match="is not a tokenizers file"):
+        snapshot_export(
+            project=labelled_project, user=None, config=config, out_dir=tmp_path / "o"
+        )
+    assert not DatasetSnapshot.objects.exists()
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"policy": "majority", "min_agreement": 0.7}, "min_agreement"),
+        ({"format": "preference", "sft_style": "prompt_completion"}, "sft_style"),
+    ],
+)
+def test_a_setting_the_policy_or_format_ignores_is_refused(settings, field):
+    """It would be recorded on the card and change the checksum of identical rows."""
+    with pytest.raises(SettingsError) as excinfo:
+        ExportConfig(**settings)
+    assert list(excinfo.value.errors) == [field]
+    assert "applies to the" in excinfo.value.errors[field]
+    ExportConfig(policy="min_agreement", min_agreement=0.7)
+    ExportConfig(format="sft", sft_style="prompt_completion")
 
 
 def test_texts_past_arrows_2_gib_limit_fail_with_a_plain_reason(
@@ -738,6 +787,62 @@ def test_snapshot_create_queues_the_worker_task(
     assert build_snapshot.call(snapshot.pk) == "skipped"
 
 
+def test_a_worker_build_into_a_taken_folder_fails_and_deleting_it_keeps_the_folder(
+    labelled_project, tmp_path, settings, django_capture_on_commit_callbacks
+):
+    """Snapshot ids restart with a new database while DATA_DIR keeps its folders:
+    the folder is not the snapshot's, so the failed snapshot forgets it."""
+    from exports.services import SNAPSHOT_DIR_TAKEN, snapshot_delete
+
+    settings.DATA_DIR = tmp_path
+    snapshot = snapshot_create(
+        project=labelled_project, user=None, config=ExportConfig()
+    )
+    taken = tmp_path / "snapshots" / "prefs" / str(snapshot.pk)
+    taken.mkdir(parents=True)
+    (taken / "precious.txt").write_text("mine")
+    with pytest.raises(ValueError) as raised:
+        snapshot_build(snapshot=snapshot)
+    assert str(raised.value) == SNAPSHOT_DIR_TAKEN.format(path=taken)
+    snapshot.refresh_from_db()
+    assert snapshot.status == SnapshotStatus.FAILED and snapshot.output_dir == ""
+    with django_capture_on_commit_callbacks(execute=True):
+        snapshot_delete(snapshot=snapshot)
+    assert (taken / "precious.txt").read_text() == "mine"
+    assert [p.name for p in taken.parent.iterdir()] == [taken.name]
+
+
+def test_deleting_a_project_removes_its_worker_snapshot_folders_not_chosen_ones(
+    labelled_project, tmp_path, settings, django_capture_on_commit_callbacks
+):
+    settings.DATA_DIR = tmp_path / "data"
+    queued = snapshot_create(project=labelled_project, user=None, config=ExportConfig())
+    snapshot_build(snapshot=queued)
+    worker_folder = Path(DatasetSnapshot.objects.get(pk=queued.pk).output_dir)
+    chosen = tmp_path / "mine"
+    export(labelled_project, chosen)
+    assert worker_folder.is_dir() and chosen.is_dir()
+    with django_capture_on_commit_callbacks(execute=True):
+        labelled_project.delete()
+    assert not worker_folder.exists()
+    assert (chosen / "SHA256SUMS").is_file()
+
+
+def test_a_name_too_long_is_a_field_error_not_cut(labelled_project, tmp_path):
+    from exports.services import NAME_TOO_LONG
+
+    with pytest.raises(SettingsError) as excinfo:
+        snapshot_export(
+            project=labelled_project,
+            user=None,
+            config=ExportConfig(),
+            out_dir=tmp_path / "o",
+            name="n" * 201,
+        )
+    assert excinfo.value.errors == {"name": NAME_TOO_LONG.format(length=201)}
+    assert not DatasetSnapshot.objects.exists()
+
+
 # --- consistency while annotators submit --------------------------------------------
 
 
@@ -875,3 +980,54 @@ def test_a_text_read_over_the_value_limit_is_read_again_in_halves(labelled_proje
         assert raw.execute("SELECT 1").fetchone() == (1,)  # still usable
     assert max(len(chunk) for chunk in chunks) <= 2
     assert np.concatenate(chunks).tolist() == ids.tolist()
+
+
+@pytest.mark.parametrize("files", [("parquet", "jsonl", "datasets"), ("parquet",)])
+def test_an_empty_test_split_has_no_files_and_the_folder_loads_as_the_card_says(
+    labelled_project, tmp_path, files
+):
+    """`load_dataset` (and `trl dpo --dataset_name`) cannot read a Parquet file
+    without rows; an empty split is left out, as a held-out fraction of 0 leaves
+    `test` out, and the card's loading lines are the ones that work."""
+    from datasets import load_dataset, load_from_disk
+
+    out = tmp_path / "snap"
+    seed = next(
+        seed
+        for seed in range(200)
+        if export_preview(
+            labelled_project, ExportConfig(heldout_fraction=0.01, seed=seed)
+        )["counts"]["test"]
+        == 0
+    )
+    snapshot = export(
+        labelled_project, out, heldout_fraction=0.01, seed=seed, files=files
+    )
+    assert snapshot.counts == {"train": 11, "test": 0}
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert not {name for name in written if "test" in name}
+    assert "test" not in (out / "SHA256SUMS").read_text()
+    card = (out / "README.md").read_text()
+    assert "path: parquet/test.parquet" not in card
+    assert "| test | 0 (no rows, so no files) |" in card
+    loaded = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert list(loaded) == ["train"] and loaded["train"].num_rows == 11
+    if "datasets" in files:
+        assert 'load_from_disk("path/to/this/folder")' in card
+        assert json.loads((out / "dataset_dict.json").read_text()) == {
+            "splits": ["train"]
+        }
+        assert list(load_from_disk(str(out))) == ["train"]
+    else:
+        assert "load_from_disk" not in card
+        assert 'dataset = load_dataset("path/to/this/folder")' in card
+
+
+def test_no_training_rows_is_an_error_that_writes_nothing(labelled_project, tmp_path):
+    out = tmp_path / "snap"
+    with pytest.raises(ValueError) as raised:
+        export(labelled_project, out, min_votes=1000)
+    assert str(raised.value).startswith(NO_TRAINING_ROWS.split("(")[0])
+    assert "too_few_votes: " in str(raised.value)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["prompts.jsonl"]  # the fixture's

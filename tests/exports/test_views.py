@@ -138,3 +138,50 @@ def test_dawid_skene_that_does_not_converge_is_a_form_error(browser, monkeypatch
     assert response.status_code == 400
     assert "did not converge" in response.content.decode()
     assert DatasetSnapshot.objects.count() == 0
+
+
+def test_a_link_with_some_settings_previews_with_the_rest_at_their_defaults(browser):
+    response = browser(Role.RESEARCHER).get(
+        "/projects/prefs/exports/", {"preview": 1, "policy": "unanimous"}
+    )
+    assert response.status_code == 200, response.content
+    html = response.content.decode()
+    assert "not_unanimous" in html
+    assert 'name="heldout_fraction" value="0.1"' in html
+
+
+def test_a_preview_without_training_rows_says_create_would_fail(browser):
+    client = browser(Role.RESEARCHER)
+    response = client.post(
+        "/projects/prefs/exports/", {**PREVIEW, "min_votes": 1000, "preview": 1}
+    )
+    assert 'id="no-training-rows"' in response.content.decode()
+    response = client.post("/projects/prefs/exports/", {**PREVIEW, "preview": 1})
+    assert 'id="no-training-rows"' not in response.content.decode()
+
+
+def test_snapshot_page_shows_settings_plainly_and_says_when_the_files_are_gone(
+    browser, labelled_project, tmp_path
+):
+    snapshot = DatasetSnapshot.objects.create(
+        project=labelled_project,
+        status="succeeded",
+        output_dir=str(tmp_path / "gone"),
+        policy={"files": ["parquet", "jsonl"], "max_tokens": None, "seed": 0},
+        filters={"include_prior": False},
+        counts={"train": 3, "test": 0},
+        hygiene={"length_bias": {"chars": {"ci95": [0.4, 0.6]}}},
+    )
+    client = browser(Role.RESEARCHER)
+    html = client.get(f"/projects/prefs/exports/{snapshot.pk}/").content.decode()
+    assert "<code>files=parquet, jsonl</code>" in html
+    assert "<code>max_tokens=none</code>" in html
+    assert "<code>include_prior=false</code>" in html
+    assert f"The files of snapshot {snapshot.pk} are no longer on disk." in html
+    assert "download.zip" not in html and 'id="dataset-card"' not in html
+    assert "0 (no rows, so no files)" in html
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "README.md").write_text("# Card\n")
+    html = client.get(f"/projects/prefs/exports/{snapshot.pk}/").content.decode()
+    assert "download.zip" in html and 'id="dataset-card"' in html
+    assert 'id="files-gone"' not in html

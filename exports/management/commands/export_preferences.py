@@ -67,7 +67,8 @@ class Command(BaseCommand):
             "--files",
             default=",".join(FILE_KINDS),
             help="File kinds to write, comma-separated among "
-            f"{', '.join(FILE_KINDS)} (parquet always; default all).",
+            f"{', '.join(FILE_KINDS)}; parquet must be among them (the card's data "
+            "files). Default: all.",
         )
         parser.add_argument("--name", default="")
         parser.add_argument(
