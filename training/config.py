@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +48,32 @@ UNKNOWN_KEY = "{source}: unknown setting {key!r} for {stage}; valid settings: {v
 NOT_A_MAPPING = "{source}: the YAML file must hold a mapping of setting: value"
 BAD_TYPE = "{source}: setting {key!r} must be {expected}, got {value!r}"
 MISSING = "{name} is required: pass --{flag} (or set it in the --config YAML file)"
+
+
+# transformers' `SchedulerType` values (a test compares them): checked here, where
+# the web form validates too, without importing transformers.
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
+
+
+def world_size() -> int:
+    """Processes training together: `WORLD_SIZE` (torchrun, accelerate), else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 class ConfigError(ValueError):
@@ -210,6 +237,15 @@ class TrainConfig:
                 f"eval_strategy must be one of {', '.join(EVAL_STRATEGIES)}, "
                 f"got {self.eval_strategy!r}"
             )
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ConfigError(
+                f"lr_scheduler_type must be one of {', '.join(LR_SCHEDULERS)}, "
+                f"got {self.lr_scheduler_type!r}"
+            )
+        for name in ("eval_steps", "save_total_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be > 0 (or unset), got {value}")
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
         if self.use_peft and not self.lora_target_modules:
@@ -386,6 +422,46 @@ class RLRunConfig(TrainConfig):
             raise ConfigError(f"heldout_pairs must be >= 0, got {self.heldout_pairs}")
         if self.heldout_steps is not None and self.heldout_steps < 1:
             raise ConfigError(f"heldout_steps must be >= 1, got {self.heldout_steps}")
+        # TRL's own checks (RLOOConfig / GRPOConfig), made here so that a bad
+        # combination is refused before a run is queued or a model loaded. Every
+        # generation batch holds whole groups of num_generations completions.
+        processes = world_size()
+        generation = (
+            self.per_device_train_batch_size
+            * processes
+            * self.gradient_accumulation_steps
+        )
+        if generation % self.num_generations:
+            raise ConfigError(
+                f"per_device_train_batch_size x gradient_accumulation_steps x "
+                f"processes ({generation}) must be a multiple of num_generations "
+                f"({self.num_generations}): each batch holds whole groups of "
+                f"completions"
+            )
+        evaluation = self.per_device_eval_batch_size * processes
+        if self.eval_strategy != "no" and evaluation % self.num_generations:
+            raise ConfigError(
+                f"per_device_eval_batch_size x processes ({evaluation}) must be a "
+                f"multiple of num_generations ({self.num_generations}) to evaluate "
+                f"on a test split; or set eval_strategy to no"
+            )
+
+
+PARENT_IS_REWARD = (
+    "Parent run {run_id} is a reward run: a scorer without a language-model head. A "
+    "{kind} run continues an sft, dpo or rl run (a reward run is the reward model "
+    "of an rl run)."
+)
+
+
+def parent_kind_problem(*, run_id: int, parent_kind: str, kind: str) -> str | None:
+    """Why a run of `kind` cannot start from a parent of `parent_kind`, or None.
+
+    Only a reward stage may start from a reward run: its final model is a sequence
+    classifier, and loaded as a causal LM it gets a new, random LM head."""
+    if parent_kind == "reward" and kind != "reward":
+        return PARENT_IS_REWARD.format(run_id=run_id, kind=kind)
+    return None
 
 
 CONFIG_CLASSES: dict[str, type[TrainConfig]] = {

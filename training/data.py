@@ -38,6 +38,11 @@ COLUMNS_MISSING = (
     "{source}: split {split!r} has columns {columns}; {stage} training needs {needed}."
 )
 EMPTY_SPLIT = "{source}: split {split!r} has no rows."
+UNPAIRED_FOR_SFT = (
+    "{source}: split {split!r} is unpaired preference data (prompt, completion, "
+    "label): sft training would imitate the undesirable completions too. Export "
+    "the project in the sft, preference or conversational format."
+)
 
 NEEDED = {
     "sft": "'messages', 'text', 'prompt' + 'completion', or 'chosen' (SFT on chosen)",
@@ -150,6 +155,8 @@ def _fit_sft(ds, source: str, split: str):
         return ds.select_columns(["messages"])
     if "text" in columns:
         return ds.select_columns(["text"])
+    if {"prompt", "completion", "label"} <= columns:  # KTO rows, good and bad
+        raise DatasetError(UNPAIRED_FOR_SFT.format(source=source, split=split))
     if {"prompt", "completion"} <= columns:
         return ds.select_columns(["prompt", "completion"])
     if {"prompt", "chosen"} <= columns:

@@ -20,10 +20,15 @@ from training.config import (
     ConfigError,
     config_resolve,
     local_model_missing,
+    parent_kind_problem,
 )
 from training.models import RunKind, RunStatus, TrainingRun
 from training.recipes_catalog import Recipe, recipe_get
-from training.selectors import run_final_checkpoint
+from training.selectors import (
+    RewardModelError,
+    reward_model_resolve,
+    run_final_checkpoint,
+)
 
 KIND_RECIPE_MISMATCH = "Recipe {recipe!r} trains a {recipe_kind} run, not {kind}."
 SNAPSHOT_NOT_READY = (
@@ -95,7 +100,9 @@ def _check_model(model: str) -> None:
         raise ValidationError({"base_model": MODEL_NAME_INVALID.format(model=model)})
 
 
-def base_model_check(model: str, parent: TrainingRun | None) -> tuple[str, str]:
+def base_model_check(
+    model: str, parent: TrainingRun | None, *, kind: str
+) -> tuple[str, str]:
     """Return (config model, base model shown on the row).
 
     Without a model, a parent run gives its final checkpoint, but the config keeps
@@ -105,6 +112,11 @@ def base_model_check(model: str, parent: TrainingRun | None) -> tuple[str, str]:
     """
     model = model.strip()
     if parent is not None:
+        problem = parent_kind_problem(
+            run_id=parent.pk, parent_kind=parent.kind, kind=kind
+        )
+        if problem:
+            raise ValidationError({"parent": problem})
         if parent.status != RunStatus.SUCCEEDED:
             raise ValidationError(
                 {
@@ -193,6 +205,20 @@ def run_config_build(
         config = config_resolve(CONFIG_CLASSES[kind], overrides=values)
     except ConfigError as exc:
         raise ValidationError({"overrides": str(exc)}) from exc
-    if kind == RunKind.RL and not getattr(config, "reward_model", ""):
-        raise ValidationError({"overrides": REWARD_MODEL_REQUIRED})
+    if kind == RunKind.RL:
+        _check_reward_model(config.reward_model)
     return config.to_dict()
+
+
+def _check_reward_model(spec: str) -> None:
+    """The reward model as `train_rl` will check it (a run id always; a directory
+    only where the web server sees the workers' paths, as for base models)."""
+    if not spec:
+        raise ValidationError({"overrides": REWARD_MODEL_REQUIRED})
+    checks_paths = getattr(settings, "PREFLINE_TRAINING_CHECK_MODEL_PATHS", True)
+    if not spec.strip().isdigit() and not checks_paths:
+        return
+    try:
+        reward_model_resolve(spec)
+    except RewardModelError as exc:
+        raise ValidationError({"overrides": str(exc)}) from exc

@@ -145,6 +145,7 @@ RECIPES: dict[str, Recipe] = {
                 "learning_rate": 1e-5,
                 "beta": 0.05,
                 "per_device_train_batch_size": 4,
+                "per_device_eval_batch_size": 4,  # whole groups of generations
                 "num_generations": 4,
                 "max_completion_length": 32,
             },
@@ -167,6 +168,7 @@ RECIPES: dict[str, Recipe] = {
                 "learning_rate": 1e-5,
                 "beta": 0.05,
                 "per_device_train_batch_size": 4,
+                "per_device_eval_batch_size": 4,  # whole groups of generations
                 "num_generations": 4,
                 "max_completion_length": 32,
             },

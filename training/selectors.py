@@ -28,7 +28,13 @@ from annotation.models import Role
 from annotation.permissions import has_role, projects_for, role_for
 from exports.models import DatasetSnapshot
 from training import pitfalls
-from training.models import ModelCheckpoint, RunStatus, TrainingMetric, TrainingRun
+from training.models import (
+    ModelCheckpoint,
+    RunKind,
+    RunStatus,
+    TrainingMetric,
+    TrainingRun,
+)
 
 RUN_NOT_FOUND = "No training run {run_id} among the runs you can see."
 RUN_RESEARCHERS_ONLY = (
@@ -272,6 +278,72 @@ def run_final_checkpoint(*, run: TrainingRun) -> ModelCheckpoint | None:
     checkpoints = ModelCheckpoint.objects.filter(run=run)
     final = checkpoints.filter(path=run.output_dir).first()
     return final or checkpoints.order_by("-step", "-id").first()
+
+
+REWARD_RUN_MISSING = "--reward-model {spec}: no such reward run or directory."
+REWARD_RUN_WRONG_KIND = "--reward-model {spec}: run {spec} is a {kind} run, not reward."
+REWARD_RUN_NO_MODEL = "--reward-model {spec}: reward run {spec} has no checkpoint yet."
+REWARD_DIR_NOT_SCORER = (
+    "--reward-model {spec}: {what}, not a sequence-classification model (a reward "
+    "run's output, or a LoRA adapter with task_type SEQ_CLS); loaded as a reward "
+    "model it would score with a new, random head."
+)
+
+
+class RewardModelError(ValueError):
+    """A --reward-model that is no reward model (the message names the option)."""
+
+
+def reward_model_resolve(spec: str) -> tuple[str, bool]:
+    """(path, is_adapter) of a reward run id or a reward-model directory.
+
+    The web queue and `train_rl` check alike, before anything is queued or loaded:
+    a directory must hold a sequence-classification model (config.json
+    architectures) or a SEQ_CLS LoRA adapter (adapter_config.json task_type).
+    """
+    spec = str(spec).strip()
+    if spec.isdigit():
+        run = TrainingRun.objects.filter(pk=int(spec)).first()
+        if run is None:
+            raise RewardModelError(REWARD_RUN_MISSING.format(spec=spec))
+        if run.kind != RunKind.REWARD:
+            raise RewardModelError(
+                REWARD_RUN_WRONG_KIND.format(spec=spec, kind=run.kind)
+            )
+        checkpoint = run_final_checkpoint(run=run)
+        if checkpoint is None:
+            raise RewardModelError(REWARD_RUN_NO_MODEL.format(spec=spec))
+        return checkpoint.path, checkpoint.is_adapter
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise RewardModelError(REWARD_RUN_MISSING.format(spec=spec))
+    is_adapter = (path / "adapter_config.json").is_file()
+    problem = _not_a_scorer(path, is_adapter)
+    if problem:
+        raise RewardModelError(REWARD_DIR_NOT_SCORER.format(spec=spec, what=problem))
+    return str(path), is_adapter
+
+
+def _not_a_scorer(path: Path, is_adapter: bool) -> str | None:
+    """What the directory holds instead of a sequence-classification model, or None."""
+    import json
+
+    name = "adapter_config.json" if is_adapter else "config.json"
+    try:
+        config = json.loads((path / name).read_text())
+    except FileNotFoundError:
+        return "a directory without config.json"
+    except (OSError, ValueError) as exc:
+        return f"a directory whose {name} cannot be read ({exc})"
+    if not isinstance(config, dict):
+        return f"a directory whose {name} is not a JSON object"
+    if is_adapter:
+        task = config.get("task_type")
+        return None if task == "SEQ_CLS" else f"a LoRA adapter for task {task!r}"
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return None
+    return "a " + (", ".join(architectures) or "model of no stated architecture")
 
 
 def checkpoint_list(*, run: TrainingRun | None = None) -> QuerySet:

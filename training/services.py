@@ -216,7 +216,7 @@ def run_queue(
     """
     chosen = queueing.recipe_check(recipe, kind)
     queueing.snapshot_check(snapshot, chosen.kind)
-    model, shown_model = queueing.base_model_check(base_model, parent)
+    model, shown_model = queueing.base_model_check(base_model, parent, kind=chosen.kind)
     name = name.strip() or f"{chosen.name} on snapshot {snapshot.pk}"
     config = queueing.run_config_build(
         kind=chosen.kind,

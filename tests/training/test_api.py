@@ -240,16 +240,56 @@ def test_model_path_check_can_be_left_to_workers_on_other_machines(
     assert response.json()["base_model"] == "/only/on/the/gpu/box"
 
 
-def test_rl_recipe_needs_a_reward_model(api_client_for, snapshot, researcher):
+def test_rl_recipe_needs_a_reward_model(
+    api_client_for, snapshot, researcher, reward_model_dir
+):
     client = api_client_for(researcher)
     payload = queue_payload(snapshot, recipe="rloo-lora")
     response = client.post("/api/v1/runs/", payload, format="json")
     assert response.status_code == 400
     assert response.json()["overrides"] == [queueing.REWARD_MODEL_REQUIRED]
-    payload["overrides"] = {"reward_model": "/models/reward"}
+    payload["overrides"] = {"reward_model": str(reward_model_dir)}
     response = client.post("/api/v1/runs/", payload, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["config"]["algorithm"] == "rloo"
+
+
+def test_the_queue_checks_the_reward_model_as_train_rl_does(
+    api_client_for, snapshot, researcher, run, tiny_model_dir, settings
+):
+    """Checked before anything is queued: a run id that is not a reward run, a
+    missing run, and a causal LM (scored by a random new head) are refused."""
+    client = api_client_for(researcher)
+    for spec, fragment in [
+        (str(run.pk), f"run {run.pk} is a dpo run, not reward"),
+        ("999", "no such reward run or directory"),
+        (str(tiny_model_dir), "a LlamaForCausalLM, not a sequence-classification"),
+    ]:
+        payload = queue_payload(
+            snapshot, recipe="rloo-lora", overrides={"reward_model": spec}
+        )
+        response = client.post("/api/v1/runs/", payload, format="json")
+        assert response.status_code == 400, response.content
+        assert fragment in response.json()["overrides"][0]
+    assert TrainingRun.objects.count() == 1  # the fixture's run only
+    settings.PREFLINE_TRAINING_CHECK_MODEL_PATHS = False  # workers elsewhere
+    payload["overrides"] = {"reward_model": "/only/on/the/gpu/box"}
+    response = client.post("/api/v1/runs/", payload, format="json")
+    assert response.status_code == 201, response.content
+
+
+def test_a_reward_run_cannot_be_the_parent_of_a_dpo_run(
+    api_client_for, snapshot, researcher
+):
+    reward = services.run_queue(
+        snapshot=snapshot, recipe="reward-lora", base_model=HUB_MODEL, user=researcher
+    )
+    payload = queue_payload(snapshot, recipe="dpo-lora-sigmoid", parent=reward.pk)
+    payload["base_model"] = ""
+    response = api_client_for(researcher).post("/api/v1/runs/", payload, format="json")
+    assert response.status_code == 400
+    message = response.json()["parent"][0]
+    assert f"Parent run {reward.pk} is a reward run" in message
 
 
 def test_snapshot_in_a_format_the_stage_cannot_use_is_rejected(
@@ -302,9 +342,9 @@ def test_recipes_are_listed_with_their_overrides(api_client_for, researcher):
     assert {r["kind"] for r in data} == {"sft", "reward", "dpo", "rl"}
 
 
-def test_every_recipe_resolves_with_its_stage_config():
+def test_every_recipe_resolves_with_its_stage_config(reward_model_dir):
     for recipe in RECIPES.values():
-        extra = {"reward_model": "/models/reward"} if recipe.kind == "rl" else {}
+        extra = {"reward_model": str(reward_model_dir)} if recipe.kind == "rl" else {}
         config = queueing.run_config_build(
             kind=recipe.kind,
             recipe_overrides=recipe.overrides,

@@ -79,6 +79,15 @@ def test_yaml_must_be_a_mapping(tmp_path):
         (SFTRunConfig, {"learning_rate": 0.0}, "learning_rate must be > 0"),
         (SFTRunConfig, {"max_steps": 0}, "max_steps must be -1"),
         (SFTRunConfig, {"eval_strategy": "often"}, "eval_strategy must be one of"),
+        (SFTRunConfig, {"lr_scheduler_type": "foo"}, "lr_scheduler_type must be one"),
+        (SFTRunConfig, {"eval_steps": 0}, "eval_steps must be > 0"),
+        (SFTRunConfig, {"save_total_limit": -3}, "save_total_limit must be > 0"),
+        (RLRunConfig, {"num_generations": 3}, r"\(8\) must be a multiple of num_gen"),
+        (
+            RLRunConfig,
+            {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 2},
+            "per_device_eval_batch_size x processes",
+        ),
     ],
 )
 def test_post_init_rejects_bad_values(cls, values, message):
@@ -123,3 +132,29 @@ def test_require_names_the_flag():
 def test_to_dict_round_trips():
     config = DPORunConfig(model="/m", dataset="3", beta=0.25)
     assert config_resolve(DPORunConfig, stored=config.to_dict()) == config
+
+
+def test_rl_batch_checks_follow_trl_and_count_the_processes(monkeypatch):
+    pytest.importorskip("trl")
+    from trl import RLOOConfig
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match="global eval batch size"):  # TRL agrees
+        RLOOConfig(
+            output_dir="/tmp/x", per_device_eval_batch_size=2, num_generations=4,
+            eval_strategy="steps", eval_steps=1, report_to="none", use_cpu=True,
+            activation_checkpointing=False,
+        )  # fmt: skip
+    RLRunConfig(per_device_eval_batch_size=2, eval_strategy="no")  # no evaluation
+    RLRunConfig(per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    RLRunConfig(per_device_train_batch_size=2, per_device_eval_batch_size=2)
+
+
+def test_lr_schedulers_are_transformers_scheduler_types():
+    pytest.importorskip("transformers")
+    from transformers.trainer_utils import SchedulerType
+
+    from training.config import LR_SCHEDULERS
+
+    assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}

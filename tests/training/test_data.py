@@ -163,3 +163,17 @@ def test_unpaired_parquet_snapshot_names_the_columns_dpo_needs(
     )
     with pytest.raises(DatasetError, match="dpo training needs 'chosen' and"):
         load_stage_data(str(snapshot.pk), "dpo")
+
+
+def test_unpaired_snapshot_is_refused_for_sft_as_the_web_refuses_it(
+    labelled_project, tmp_path
+):
+    """Its rows hold the undesirable completions too (`label` false)."""
+    snapshot = snapshot_export(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(format="unpaired"),
+        out_dir=tmp_path / "snap",
+    )
+    with pytest.raises(DatasetError, match="is unpaired preference data"):
+        load_stage_data(str(snapshot.pk), "sft")

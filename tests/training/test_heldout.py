@@ -112,7 +112,7 @@ def reference_accuracy(policy, reference, tokenizer, rows):
 
 @pytest.mark.training
 def test_a_real_rloo_run_records_the_measured_heldout_accuracy(
-    project, researcher, tiny_model_dir, tmp_path
+    project, researcher, tiny_model_dir, reward_model_dir, tmp_path
 ):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -123,8 +123,8 @@ def test_a_real_rloo_run_records_the_measured_heldout_accuracy(
     snapshot = make_judged_snapshot(project, tmp_path, user=researcher)
     call_command(
         "train_rl", "--dataset", str(snapshot.pk), "--model", str(tiny_model_dir),
-        # A causal LM directory loads as a reward model with a new score head.
-        "--reward-model", str(tiny_model_dir),
+        # An untrained reward model (the tiny model with a new score head).
+        "--reward-model", str(reward_model_dir),
         "--num-generations", "2", "--max-completion-length", "8",
         "--max-steps", "3", "--logging-steps", "1", "--save-steps", "3",
         "--heldout-steps", "1", "--learning-rate", "1e-3",

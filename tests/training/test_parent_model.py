@@ -126,3 +126,33 @@ def test_a_model_argument_naming_an_adapter_is_merged_too(
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.base_model == str(tmp_path / "dpo" / "model-merged")
     assert (tmp_path / "dpo" / "model-merged" / "config.json").exists()
+
+
+def test_a_reward_run_as_parent_of_a_dpo_run_is_refused_before_a_run_row(
+    preference_dir,
+):
+    """Its final model is a sequence classifier: loaded as a causal LM it would get a
+    new, random LM head, and the DPO run would train that and succeed."""
+    from django.core.management.base import CommandError
+
+    reward = services.run_create(kind="reward", config={}, base_model="m", name="rm")
+    with pytest.raises(CommandError, match=rf"--parent-run {reward.pk}: .* reward run"):
+        call_command(
+            "train_dpo", "--dataset", str(preference_dir),
+            "--parent-run", str(reward.pk),
+        )  # fmt: skip
+    assert list(TrainingRun.objects.all()) == [reward]
+
+
+def test_train_rl_refuses_a_reward_model_directory_holding_a_causal_lm(
+    tiny_model_dir, preference_dir
+):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="a LlamaForCausalLM, not a sequence-class"):
+        call_command(
+            "train_rl", "--dataset", str(preference_dir), "--model",
+            str(tiny_model_dir), "--reward-model", str(tiny_model_dir),
+            "--max-steps", "1",
+        )  # fmt: skip
+    assert not TrainingRun.objects.exists()  # refused before a run row

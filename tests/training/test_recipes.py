@@ -355,3 +355,23 @@ def test_a_run_shorter_than_the_logging_interval_still_records_its_loss(
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.config["logging_steps"] == 10  # the setting is kept as given
     assert "loss" in run.metrics.get(step=3, split="train").values
+
+
+def test_a_library_refusal_is_a_command_error_and_the_run_keeps_the_traceback(
+    tiny_model_dir, preference_dir, tmp_path
+):
+    """peft refuses LoRA target modules the model lacks; the terminal gets one plain
+    line naming the run, the run row the whole traceback."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError) as raised:
+        call_command(
+            "train_sft", "--dataset", str(preference_dir), "--model",
+            str(tiny_model_dir), "--max-steps", "1", "--lora-target-modules",
+            "nonexist", "--output-dir", str(tmp_path / "sft"),
+        )  # fmt: skip
+    run = TrainingRun.objects.get()
+    assert str(raised.value).startswith(f"Run {run.pk} failed: ")
+    assert "nonexist" in str(raised.value)
+    assert run.status == RunStatus.FAILED
+    assert "Traceback (most recent call last)" in run.error

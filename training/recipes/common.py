@@ -33,7 +33,12 @@ from training.callbacks import (
     StopSignal,
     is_adapter_dir,
 )
-from training.config import ConfigError, TrainConfig, local_model_missing
+from training.config import (
+    ConfigError,
+    TrainConfig,
+    local_model_missing,
+    parent_kind_problem,
+)
 from training.data import StageData, load_stage_data
 from training.models import RunStatus, TrainingRun
 from training.progress import ProgressCallback, summary_lines
@@ -55,6 +60,10 @@ RESUME_NO_CHECKPOINT = (
 )
 RESUME_STILL_RUNNING = (
     "Run {run_id} is still running as process {pid} on this host: cancel it first."
+)
+RUN_FAILED = (
+    "Run {run_id} failed: {error} (the traceback is on the run's page; --traceback "
+    "prints it here)"
 )
 PARENT_NO_MODEL = "Parent run {run_id} has no checkpoint to start from."
 SIGTERM_REASON = "Stopped by SIGTERM."
@@ -365,6 +374,11 @@ def _find_parent(config: TrainConfig) -> TrainingRun | None:
     parent = TrainingRun.objects.filter(pk=config.parent_run).first()
     if parent is None:
         raise CommandError(RUN_MISSING.format(run_id=config.parent_run))
+    problem = parent_kind_problem(
+        run_id=parent.pk, parent_kind=parent.kind, kind=config.stage
+    )
+    if problem:
+        raise CommandError(f"--parent-run {parent.pk}: {problem}")
     return parent
 
 
@@ -502,6 +516,12 @@ def logging_steps(config: TrainConfig) -> int:
     return config.logging_steps
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def trainer_arguments(config: TrainConfig, args_class, *, has_eval: bool, **extra):
     """TRL's config for the stage, from ours (same names where TRL has them)."""
     eval_strategy = config.eval_strategy if has_eval else "no"
@@ -523,7 +543,10 @@ def trainer_arguments(config: TrainConfig, args_class, *, has_eval: bool, **extr
         eval_steps=(config.eval_steps or config.save_steps)
         if eval_strategy == "steps"
         else None,
-        gradient_checkpointing=config.gradient_checkpointing,
+        # transformers 5 renamed it (the old name warns); ours keeps TRL's name.
+        activation_checkpointing=config.gradient_checkpointing,
+        # Pinned host memory only helps copies to a GPU (torch warns without one).
+        dataloader_pin_memory=_has_cuda(),
         bf16=bool(config.bf16),
         seed=config.seed,
         report_to="none",
@@ -580,7 +603,13 @@ def run_guard(ctx: RunContext) -> Iterator[RunContext]:
             error = "".join(traceback.format_exception(exc))
             services.run_fail(run=ctx.run, error=error)
             _print_summary(ctx, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        raise
+        if isinstance(exc, CommandError):
+            raise
+        # A library's refusal (peft, TRL, the hub client) reads as the command's
+        # error; the run row keeps the traceback, and --traceback prints it.
+        raise CommandError(
+            RUN_FAILED.format(run_id=ctx.run.pk, error=f"{type(exc).__name__}: {exc}")
+        ) from exc
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -10,36 +10,20 @@ adapter-disabled base).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.core.management.base import CommandError
 
 from training import selectors
-from training.callbacks import is_adapter_dir
 from training.config import RLRunConfig
-from training.models import RunKind, TrainingRun
+from training.models import RunKind
 from training.recipes import common
-
-REWARD_RUN_MISSING = "--reward-model {spec}: no such reward run or directory."
-REWARD_RUN_WRONG_KIND = "--reward-model {spec}: run {spec} is a {kind} run, not reward."
-REWARD_RUN_NO_MODEL = "--reward-model {spec}: reward run {spec} has no checkpoint yet."
 
 
 def reward_model_path(spec: str) -> tuple[str, bool]:
-    """Return (path, is_adapter) for a reward run id or a model directory."""
-    if spec.isdigit():
-        run = TrainingRun.objects.filter(pk=int(spec)).first()
-        if run is None:
-            raise CommandError(REWARD_RUN_MISSING.format(spec=spec))
-        if run.kind != RunKind.REWARD:
-            raise CommandError(REWARD_RUN_WRONG_KIND.format(spec=spec, kind=run.kind))
-        checkpoint = selectors.run_final_checkpoint(run=run)
-        if checkpoint is None:
-            raise CommandError(REWARD_RUN_NO_MODEL.format(spec=spec))
-        return checkpoint.path, checkpoint.is_adapter
-    if not Path(spec).exists():
-        raise CommandError(REWARD_RUN_MISSING.format(spec=spec))
-    return spec, is_adapter_dir(spec)
+    """Return (path, is_adapter) for a reward run id or a reward-model directory."""
+    try:
+        return selectors.reward_model_resolve(spec)
+    except selectors.RewardModelError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def load_reward_model(ctx: common.RunContext):
@@ -146,11 +130,18 @@ def add_heldout_callback(trainer, ctx: common.RunContext, tokenizer) -> None:
 
 
 def main(config: RLRunConfig, **run_options):
-    """Train; `run_options` go to `common.start_run` (run_id, resume, write, user)."""
+    """Train; `run_options` go to `common.start_run` (run_id, resume, write, user).
+
+    The reward model is checked before anything loads: from the command line before
+    a run row exists; a queued run (its config is the row's) first thing in it."""
+    if run_options.get("run_id") is None:
+        config.require("reward_model")
+        reward_model_path(config.reward_model)
     ctx = common.start_run(config, kind=RunKind.RL, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
         ctx.config.require("reward_model")
+        reward_model_path(ctx.config.reward_model)
         path, model, tokenizer = common.load_causal_lm(ctx)
         reward_model, reward_tokenizer = load_reward_model(ctx)
         data = common.load_data(ctx, "rl")
