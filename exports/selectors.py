@@ -1080,12 +1080,16 @@ def snapshot_zip_name(snapshot: DatasetSnapshot) -> str:
 
 def snapshot_zip(snapshot: DatasetSnapshot):
     """A temporary file (deleted when closed) holding the snapshot folder as a zip."""
-    from exports.writers import write_zip
+    from exports.writers import CHECKSUMS, write_zip
 
     path = _snapshot_path(snapshot)
-    if path is None:
+    if path is None or not (path / CHECKSUMS).is_file():
         raise FileNotFoundError(SNAPSHOT_FILES_GONE.format(pk=snapshot.pk))
     out = tempfile.TemporaryFile()  # noqa: SIM115 (closed by FileResponse)
-    write_zip(path, out, prefix=snapshot_zip_name(snapshot)[:-4])
+    try:
+        write_zip(path, out, prefix=snapshot_zip_name(snapshot)[:-4])
+    except BaseException:
+        out.close()
+        raise
     out.seek(0)
     return out

@@ -12,6 +12,7 @@ from exports.formats import SettingsError
 from exports.forms import SnapshotForm
 from exports.models import SnapshotStatus
 from exports.selectors import SNAPSHOT_FILES_GONE
+from exports.writers import FilesChanged
 
 SNAPSHOT_NOT_FOUND = "No snapshot {pk} in this project."
 NOT_READY = "Snapshot {pk} is {status}; only a finished snapshot can be downloaded."
@@ -105,6 +106,8 @@ def snapshot_download(request: HttpRequest, project, role, pk: int) -> HttpRespo
         archive = selectors.snapshot_zip(snapshot)
     except FileNotFoundError as exc:
         raise PageError(410, str(exc)) from exc
+    except FilesChanged as exc:
+        raise PageError(409, str(exc)) from exc
     return FileResponse(
         archive,
         as_attachment=True,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 ROW_GROUP_ROWS = 10_000
@@ -300,16 +299,62 @@ def write_checksums(root: Path, checksums: Checksums) -> str:
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
+class FilesChanged(ValueError):
+    """A snapshot folder no longer holds what its SHA256SUMS lists."""
+
+
+FILES_CHANGED = (
+    "The files of this snapshot changed after they were written ({detail}); "
+    "nothing is served. Export it again, or restore the folder."
+)
+
+
+def _listed_digests(root: Path) -> dict[str, str]:
+    digests = {}
+    for line in (root / CHECKSUMS).read_text().splitlines():
+        digest, _, rel = line.partition("  ")
+        digests[rel] = digest
+    return digests
+
+
 def write_zip(root: Path, fileobj, *, prefix: str) -> None:
-    """Zip every file under `root` into `fileobj` under `prefix/` (fixed dates)."""
+    """Zip every file under `root` into `fileobj` under `prefix/` (fixed dates).
+
+    Each file is checked against SHA256SUMS while it is copied: a file changed,
+    missing or added since the snapshot was written raises `FilesChanged`, so a
+    download is always the snapshot its checksum names."""
     import zipfile
 
-    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(
-                f"{prefix}/{path.relative_to(root).as_posix()}", date_time=ZIP_DATE
+    listed = _listed_digests(root)
+    files = {
+        p.relative_to(root).as_posix(): p
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+    present = set(files) - {CHECKSUMS}
+    missing = sorted(set(listed) - present)
+    added = sorted(present - set(listed))
+    if missing or added:
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    missing and "missing: " + ", ".join(missing[:3]),
+                    added and "not in SHA256SUMS: " + ", ".join(added[:3]),
+                ],
             )
+        )
+        raise FilesChanged(FILES_CHANGED.format(detail=detail))
+    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for rel, path in files.items():
+            info = zipfile.ZipInfo(f"{prefix}/{rel}", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
+            digest = hashlib.sha256()
             with open(path, "rb") as src, archive.open(info, "w") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(block)
+                    dst.write(block)
+            if rel != CHECKSUMS and digest.hexdigest() != listed[rel]:
+                detail = f"{rel} differs from its SHA256SUMS line"
+                raise FilesChanged(FILES_CHANGED.format(detail=detail))

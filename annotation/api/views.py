@@ -15,7 +15,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response as ApiResponse
 
@@ -32,6 +31,7 @@ from annotation.selectors.projects import (
     roles_by_project,
 )
 from annotation.services import projects as project_services
+from config.pagination import StrictPageNumberPagination
 
 PROJECT_NOT_FOUND = (
     "No project {slug!r} among your projects. Check the slug, or ask one of its "
@@ -56,8 +56,7 @@ PROJECT_SLUG = OpenApiParameter(
 )
 
 
-class Pagination(PageNumberPagination):
-    page_size_query_param = "page_size"
+class Pagination(StrictPageNumberPagination):
     max_page_size = 500
 
 

@@ -12,15 +12,16 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response as ApiResponse
 
 from annotation.api.views import PROJECT_SLUG, ProjectScopedMixin
 from annotation.models import Role
+from config.pagination import StrictPageNumberPagination
 from exports import selectors, services
 from exports.api import serializers as s
 from exports.formats import SettingsError
 from exports.models import DatasetSnapshot, SnapshotStatus
+from exports.writers import FilesChanged
 
 NOT_READY = "Snapshot {pk} is {status}; only a succeeded snapshot can be downloaded."
 IDS_PAGE, IDS_MAX_PAGE = 10_000, 100_000
@@ -37,9 +38,8 @@ def settings_errors_as_400():
         raise ValidationError(errors) from exc
 
 
-class JudgmentIdsPagination(PageNumberPagination):
+class JudgmentIdsPagination(StrictPageNumberPagination):
     page_size = IDS_PAGE
-    page_size_query_param = "page_size"
     max_page_size = IDS_MAX_PAGE
 
 
@@ -150,6 +150,8 @@ class SnapshotViewSet(
             archive = selectors.snapshot_zip(snapshot)
         except FileNotFoundError as exc:
             raise Gone(str(exc)) from exc
+        except FilesChanged as exc:
+            raise Conflict(str(exc)) from exc
         return FileResponse(
             archive,
             as_attachment=True,

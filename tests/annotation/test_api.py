@@ -469,6 +469,20 @@ def test_session_writes_need_the_csrf_token(project, project_admin):
     assert "CSRF" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "abc", ""])
+def test_a_page_size_it_cannot_use_is_a_400_naming_it(
+    data, researcher, api_client_for, value
+):
+    """DRF would fall back to its default size and answer another page."""
+    response = api_client_for(researcher).get(
+        f"{API}/projects/demo/responses/", {"page_size": value}
+    )
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "page_size": [f"page_size must be a positive integer, got {value!r}."]
+    }
+
+
 def test_lists_are_paginated(data, researcher, api_client_for):
     page = (
         api_client_for(researcher)

@@ -290,3 +290,45 @@ def test_counts_list_train_before_test_and_drops_by_name_on_every_database(
         assert list(body["dropped"]) == ["both_bad", "not_unanimous", "tie"]
     deferred = DatasetSnapshot.objects.only("pk").get(pk=snapshot.pk)
     assert list(deferred.counts) == ["train", "test"]
+
+
+def test_judgment_ids_refuse_a_page_size_they_cannot_use(
+    labelled_project, member, api_client_for
+):
+    snapshot = DatasetSnapshot.objects.create(
+        project=labelled_project, status=SnapshotStatus.SUCCEEDED
+    )
+    client = api_client_for(member("r", "researcher"))
+    for value in ("0", "-1", "abc"):
+        response = client.get(
+            url("prefs", f"{snapshot.pk}/judgment-ids/"), {"page_size": value}
+        )
+        assert response.status_code == 400, response.content
+        assert "page_size must be a positive integer" in response.json()["page_size"][0]
+
+
+def test_download_checks_every_file_against_sha256sums(
+    labelled_project, member, api_client_for, tmp_path
+):
+    """A download is the snapshot its checksum names: a file changed, or a folder
+    written inside it (an --out nested in a snapshot), is a 409, not a zip."""
+    snapshot = snapshot_export(
+        project=labelled_project,
+        user=None,
+        config=ExportConfig(),
+        out_dir=tmp_path / "s",
+    )
+    client = api_client_for(member("r", "researcher"))
+    download = url("prefs", f"{snapshot.pk}/download/")
+    assert client.get(download).status_code == 200
+    (tmp_path / "s" / "train" / "extra").mkdir()
+    (tmp_path / "s" / "train" / "extra" / "notes.txt").write_text("mine")
+    response = client.get(download)
+    assert response.status_code == 409
+    assert "not in SHA256SUMS: train/extra/notes.txt" in response.json()["detail"]
+    (tmp_path / "s" / "train" / "extra" / "notes.txt").unlink()
+    with open(tmp_path / "s" / "parquet" / "train.parquet", "ab") as file:
+        file.write(b"x")
+    response = client.get(download)
+    assert response.status_code == 409
+    assert "parquet/train.parquet differs" in response.json()["detail"]

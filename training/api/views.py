@@ -15,11 +15,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.pagination import StrictPageNumberPagination
 from training import selectors, services
 from training.api import serializers as s
 from training.models import RunStatus, TrainingRun
@@ -32,8 +32,7 @@ BAD_KIND = "Unknown kind {value!r}; choose one of: {known}."
 MAX_LOG_LINES = 2000
 
 
-class Pagination(PageNumberPagination):
-    page_size_query_param = "page_size"
+class Pagination(StrictPageNumberPagination):
     max_page_size = 500
 
 
