@@ -17,6 +17,7 @@ runs it on demand.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -80,9 +81,10 @@ NAME_TOO_LONG = f"A snapshot name has at most {NAME_MAX} characters, got {{lengt
 SNAPSHOT_NOT_PENDING = "Snapshot {pk} is {status}; only a pending snapshot is built."
 NO_TRAINING_ROWS = (
     "Nothing to train on: no row is left for the train split ({dropped}); nothing "
-    "was written. The preview shows why comparisons are dropped; --include-prior, "
-    "another policy or more judgments may keep some."
+    "was written. The preview shows why comparisons are dropped: including prior "
+    "labels (include_prior), another policy or more judgments may keep some{hint}."
 )
+HELD_OUT_HINT = "; with rows only in test, a lower heldout_fraction or another seed"
 STALE_RUN = (
     "Interrupted: the build ({worker}) stopped without finishing; marked failed "
     "by {cleaner} on {when}."
@@ -325,14 +327,20 @@ def snapshot_folders_remove_with_project(sender, instance: Project, **kwargs) ->
     rows; their folders under the snapshot root go too once it commits, as
     `snapshot_delete` removes one snapshot's (folders the user chose stay)."""
     root = snapshot_root()
-    folders = (
-        DatasetSnapshot.objects.filter(project=instance)
-        .exclude(output_dir="")
-        .values_list("output_dir", flat=True)
-    )
-    for path in map(Path, folders):
-        if path.is_relative_to(root):
-            transaction.on_commit(partial(shutil.rmtree, path, ignore_errors=True))
+    snapshots = DatasetSnapshot.objects.filter(project=instance).exclude(output_dir="")
+    for snapshot in snapshots.only("pk", "output_dir"):
+        path = Path(snapshot.output_dir)
+        if not path.is_relative_to(root):
+            continue
+        for folder in [path, *_temporary_folders(snapshot)]:  # a build under way
+            transaction.on_commit(partial(shutil.rmtree, folder, ignore_errors=True))
+    project_folder = root / instance.slug
+    transaction.on_commit(partial(_remove_if_empty, project_folder))
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _check_destination(out_dir: Path, *, chosen: bool = True) -> None:
@@ -374,10 +382,15 @@ def _token_counter(config: ExportConfig):
 def build_files(
     *, project: Project, config: ExportConfig, out_dir: Path, snapshot_pk=None
 ) -> BuildResult:
-    """Write every file of a snapshot into `out_dir` (which must not exist yet)."""
+    """Write every file of a snapshot into `out_dir` (which must not exist yet).
+
+    Folders made for it are removed again when the build fails: a failed export
+    leaves nothing behind, not even `--out`'s parents."""
+    made = [p for p in reversed(out_dir.parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{out_dir.name}{TMP_MARK}{snapshot_pk or 'x'}-"
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    built = False
     try:
         try:
             result = _write_all(project=project, config=config, root=tmp / "snapshot")
@@ -390,9 +403,16 @@ def build_files(
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked before
         (tmp / "snapshot").rename(out_dir)
+        built = True
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not built:
+            for folder in reversed(made):  # deepest first; stop at one not empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def _is_arrow_overflow(exc: Exception) -> bool:
@@ -574,7 +594,12 @@ def _write_all(*, project: Project, config: ExportConfig, root: Path) -> BuildRe
         held_out = counts.get("test", 0)
         if held_out:
             reasons = ", ".join(filter(None, [reasons, f"{held_out} rows in test"]))
-        raise ValueError(NO_TRAINING_ROWS.format(dropped=reasons or "no comparisons"))
+        raise ValueError(
+            NO_TRAINING_ROWS.format(
+                dropped=reasons or "no comparisons",
+                hint=HELD_OUT_HINT if held_out else "",
+            )
+        )
     if "datasets" in config.files:
         written = [split for split in names if counts[split]]
         writers.write_dataset_dict_json(root, written, checksums)

@@ -438,13 +438,21 @@ class RLRunConfig(TrainConfig):
                 f"({self.num_generations}): each batch holds whole groups of "
                 f"completions"
             )
-        evaluation = self.per_device_eval_batch_size * processes
-        if self.eval_strategy != "no" and evaluation % self.num_generations:
-            raise ConfigError(
-                f"per_device_eval_batch_size x processes ({evaluation}) must be a "
-                f"multiple of num_generations ({self.num_generations}) to evaluate "
-                f"on a test split; or set eval_strategy to no"
-            )
+
+    def eval_batch_problem(self) -> str | None:
+        """Why TRL would refuse to evaluate this config on a test split, or None.
+
+        Checked where it is known that the run evaluates (the dataset has a test
+        split and eval_strategy is not no): the web queue and the trainer's build;
+        without a test split the rule does not apply."""
+        evaluation = self.per_device_eval_batch_size * world_size()
+        if self.eval_strategy == "no" or evaluation % self.num_generations == 0:
+            return None
+        return (
+            f"per_device_eval_batch_size x processes ({evaluation}) must be a "
+            f"multiple of num_generations ({self.num_generations}) to evaluate on "
+            f"the test split (TRL scores whole groups); or set eval_strategy to no"
+        )
 
 
 PARENT_IS_REWARD = (

@@ -187,6 +187,8 @@ def run_config_build(
     dataset: str,
     parent_id: int | None,
     name: str,
+    user=None,
+    evaluates: bool = False,
 ) -> dict[str, Any]:
     """Resolve recipe + overrides + provenance with the stage's config dataclass."""
     for key in overrides:
@@ -206,19 +208,23 @@ def run_config_build(
     except ConfigError as exc:
         raise ValidationError({"overrides": str(exc)}) from exc
     if kind == RunKind.RL:
-        _check_reward_model(config.reward_model)
+        _check_reward_model(config.reward_model, user)
+        problem = config.eval_batch_problem() if evaluates else None
+        if problem:
+            raise ValidationError({"overrides": problem})
     return config.to_dict()
 
 
-def _check_reward_model(spec: str) -> None:
-    """The reward model as `train_rl` will check it (a run id always; a directory
-    only where the web server sees the workers' paths, as for base models)."""
+def _check_reward_model(spec: str, user) -> None:
+    """The reward model as `train_rl` will check it (a run id always, among the runs
+    `user` may see; a directory only where the web server sees the workers' paths,
+    as for base models)."""
     if not spec:
         raise ValidationError({"overrides": REWARD_MODEL_REQUIRED})
     checks_paths = getattr(settings, "PREFLINE_TRAINING_CHECK_MODEL_PATHS", True)
     if not spec.strip().isdigit() and not checks_paths:
         return
     try:
-        reward_model_resolve(spec)
+        reward_model_resolve(spec, user=user)
     except RewardModelError as exc:
-        raise ValidationError({"overrides": str(exc)}) from exc
+        raise ValidationError({"overrides": f"reward_model {exc}"}) from exc

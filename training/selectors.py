@@ -280,13 +280,17 @@ def run_final_checkpoint(*, run: TrainingRun) -> ModelCheckpoint | None:
     return final or checkpoints.order_by("-step", "-id").first()
 
 
-REWARD_RUN_MISSING = "--reward-model {spec}: no such reward run or directory."
-REWARD_RUN_WRONG_KIND = "--reward-model {spec}: run {spec} is a {kind} run, not reward."
-REWARD_RUN_NO_MODEL = "--reward-model {spec}: reward run {spec} has no checkpoint yet."
+# Prefixed by the caller with how the setting is named there (`--reward-model`).
+REWARD_RUN_MISSING = "{spec}: no such reward run or directory."
+REWARD_RUN_WRONG_KIND = "{spec}: run {spec} is a {kind} run, not reward."
+REWARD_RUN_NOT_FINISHED = (
+    "{spec}: reward run {spec} is {status}; only a succeeded run scores an RL run."
+)
+REWARD_RUN_NO_MODEL = "{spec}: reward run {spec} has no checkpoint yet."
 REWARD_DIR_NOT_SCORER = (
-    "--reward-model {spec}: {what}, not a sequence-classification model (a reward "
-    "run's output, or a LoRA adapter with task_type SEQ_CLS); loaded as a reward "
-    "model it would score with a new, random head."
+    "{spec}: {what}, not a sequence-classification model (a reward run's output, or "
+    "a LoRA adapter with task_type SEQ_CLS); loaded as a reward model it would "
+    "score with a new, random head."
 )
 
 
@@ -294,21 +298,28 @@ class RewardModelError(ValueError):
     """A --reward-model that is no reward model (the message names the option)."""
 
 
-def reward_model_resolve(spec: str) -> tuple[str, bool]:
+def reward_model_resolve(spec: str, *, user=None) -> tuple[str, bool]:
     """(path, is_adapter) of a reward run id or a reward-model directory.
 
     The web queue and `train_rl` check alike, before anything is queued or loaded:
-    a directory must hold a sequence-classification model (config.json
-    architectures) or a SEQ_CLS LoRA adapter (adapter_config.json task_type).
+    a run must be a succeeded reward run (with `user`, the web's: one they may see,
+    so the check tells nothing of other projects' runs); a directory must hold a
+    sequence-classification model (config.json architectures) or a SEQ_CLS LoRA
+    adapter (adapter_config.json task_type).
     """
     spec = str(spec).strip()
     if spec.isdigit():
-        run = TrainingRun.objects.filter(pk=int(spec)).first()
+        runs = TrainingRun.objects if user is None else run_list(user=user)
+        run = runs.filter(pk=int(spec)).first()
         if run is None:
             raise RewardModelError(REWARD_RUN_MISSING.format(spec=spec))
         if run.kind != RunKind.REWARD:
             raise RewardModelError(
                 REWARD_RUN_WRONG_KIND.format(spec=spec, kind=run.kind)
+            )
+        if run.status != RunStatus.SUCCEEDED:
+            raise RewardModelError(
+                REWARD_RUN_NOT_FINISHED.format(spec=spec, status=run.status)
             )
         checkpoint = run_final_checkpoint(run=run)
         if checkpoint is None:

@@ -226,6 +226,8 @@ def run_queue(
         dataset=str(snapshot.pk),
         parent_id=parent.pk if parent is not None else None,
         name=name,
+        user=user,
+        evaluates=bool((snapshot.counts or {}).get("test")),
     )
     config["recipe"] = chosen.name
     run = run_create(

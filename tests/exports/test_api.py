@@ -332,3 +332,7 @@ def test_download_checks_every_file_against_sha256sums(
     response = client.get(download)
     assert response.status_code == 409
     assert "parquet/train.parquet differs" in response.json()["detail"]
+    (tmp_path / "s" / "SHA256SUMS").unlink()
+    response = client.get(download)
+    assert response.status_code == 409
+    assert "missing: SHA256SUMS" in response.json()["detail"]

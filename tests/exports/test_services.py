@@ -319,7 +319,7 @@ def test_prior_labels_are_in_or_out_by_flag(db, tmp_path):
         export(project, tmp_path / "without", heldout_fraction=0)
     failed = DatasetSnapshot.objects.get()
     assert failed.status == SnapshotStatus.FAILED
-    assert "--include-prior" in failed.error
+    assert "(include_prior)" in failed.error
     assert not (tmp_path / "without").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["pairs.jsonl"]
     with_prior = export(
@@ -586,8 +586,7 @@ def test_failed_export_leaves_nothing_and_records_the_error(labelled_project, tm
     out = tmp_path / "parent" / "snap"
     with pytest.raises(ValueError, match="is not a tokenizers file"):
         snapshot_build(snapshot=snapshot, out_dir=out)
-    assert not out.exists()
-    assert list((tmp_path / "parent").iterdir()) == []
+    assert not (tmp_path / "parent").exists()  # the folder made for it goes too
     snapshot.refresh_from_db()
     assert snapshot.status == SnapshotStatus.FAILED
     assert "is not a tokenizers file" in snapshot.error
@@ -825,6 +824,7 @@ def test_deleting_a_project_removes_its_worker_snapshot_folders_not_chosen_ones(
     with django_capture_on_commit_callbacks(execute=True):
         labelled_project.delete()
     assert not worker_folder.exists()
+    assert not worker_folder.parent.exists()  # snapshots/<project>/, now empty
     assert (chosen / "SHA256SUMS").is_file()
 
 
@@ -1024,10 +1024,11 @@ def test_an_empty_test_split_has_no_files_and_the_folder_loads_as_the_card_says(
 
 
 def test_no_training_rows_is_an_error_that_writes_nothing(labelled_project, tmp_path):
-    out = tmp_path / "snap"
+    out = tmp_path / "new" / "parents" / "snap"
     with pytest.raises(ValueError) as raised:
         export(labelled_project, out, min_votes=1000)
     assert str(raised.value).startswith(NO_TRAINING_ROWS.split("(")[0])
     assert "too_few_votes: " in str(raised.value)
-    assert not out.exists()
+    assert "heldout_fraction" not in str(raised.value)  # no row went to test either
+    assert not (tmp_path / "new").exists()  # nor the parents made for it
     assert [p.name for p in tmp_path.iterdir()] == ["prompts.jsonl"]  # the fixture's

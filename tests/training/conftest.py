@@ -65,6 +65,18 @@ def reward_model_dir(tiny_model_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def scorer_config_dir(tmp_path):
+    """What the web queue reads of a reward-model directory: a config.json naming a
+    sequence-classification architecture (no weights: the worker loads those)."""
+    folder = tmp_path / "scorer"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        '{"architectures": ["LlamaForSequenceClassification"], "num_labels": 1}'
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def preference_dir(tmp_path_factory):
     return write_preference_dataset(tmp_path_factory.mktemp("data") / "preference")

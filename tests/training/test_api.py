@@ -241,29 +241,56 @@ def test_model_path_check_can_be_left_to_workers_on_other_machines(
 
 
 def test_rl_recipe_needs_a_reward_model(
-    api_client_for, snapshot, researcher, reward_model_dir
+    api_client_for, snapshot, researcher, scorer_config_dir
 ):
     client = api_client_for(researcher)
     payload = queue_payload(snapshot, recipe="rloo-lora")
     response = client.post("/api/v1/runs/", payload, format="json")
     assert response.status_code == 400
     assert response.json()["overrides"] == [queueing.REWARD_MODEL_REQUIRED]
-    payload["overrides"] = {"reward_model": str(reward_model_dir)}
+    payload["overrides"] = {"reward_model": str(scorer_config_dir)}
     response = client.post("/api/v1/runs/", payload, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["config"]["algorithm"] == "rloo"
 
 
+def finished_reward_run(snapshot, user, output_dir="/out/rm"):
+    reward = services.run_queue(
+        snapshot=snapshot, recipe="reward-lora", base_model=HUB_MODEL, user=user
+    )
+    services.run_start(
+        run=reward, kind="reward", config=reward.config, output_dir=output_dir,
+        base_model="m", pid=1,
+    )  # fmt: skip
+    services.checkpoint_register(
+        run=reward, path=output_dir, step=5, is_adapter=True, base_model=HUB_MODEL
+    )
+    return reward
+
+
 def test_the_queue_checks_the_reward_model_as_train_rl_does(
-    api_client_for, snapshot, researcher, run, tiny_model_dir, settings
+    api_client_for, project, snapshot, researcher, run, tmp_path, settings, make_user
 ):
-    """Checked before anything is queued: a run id that is not a reward run, a
-    missing run, and a causal LM (scored by a random new head) are refused."""
+    """Checked before anything is queued, as `train_rl` checks it: a run that is
+    not a reward run, not finished, missing or not the user's to see, and a causal
+    LM directory (scored by a random new head) are refused."""
+    causal = tmp_path / "causal"
+    causal.mkdir()
+    (causal / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    unfinished = finished_reward_run(snapshot, researcher)
+    other = project_create(slug="other", name="Other", target_judgments=1)
+    stranger = make_user("stranger", project=other, role="researcher")
+    hidden = finished_reward_run(
+        make_snapshot(other, stranger, tmp_path), stranger, "/out/hidden"
+    )
+    services.run_finish(run=hidden)
     client = api_client_for(researcher)
     for spec, fragment in [
-        (str(run.pk), f"run {run.pk} is a dpo run, not reward"),
+        (str(run.pk), f"reward_model {run.pk}: run {run.pk} is a dpo run, not reward"),
+        (str(unfinished.pk), "is running; only a succeeded run scores an RL run"),
         ("999", "no such reward run or directory"),
-        (str(tiny_model_dir), "a LlamaForCausalLM, not a sequence-classification"),
+        (str(hidden.pk), f"{hidden.pk}: no such reward run"),  # not: "is a reward run"
+        (str(causal), "a LlamaForCausalLM, not a sequence-classification"),
     ]:
         payload = queue_payload(
             snapshot, recipe="rloo-lora", overrides={"reward_model": spec}
@@ -271,9 +298,34 @@ def test_the_queue_checks_the_reward_model_as_train_rl_does(
         response = client.post("/api/v1/runs/", payload, format="json")
         assert response.status_code == 400, response.content
         assert fragment in response.json()["overrides"][0]
-    assert TrainingRun.objects.count() == 1  # the fixture's run only
+    runs = TrainingRun.objects.count()
+    services.run_finish(run=unfinished)
+    payload["overrides"] = {"reward_model": str(unfinished.pk)}
+    assert client.post("/api/v1/runs/", payload, format="json").status_code == 201
     settings.PREFLINE_TRAINING_CHECK_MODEL_PATHS = False  # workers elsewhere
     payload["overrides"] = {"reward_model": "/only/on/the/gpu/box"}
+    response = client.post("/api/v1/runs/", payload, format="json")
+    assert response.status_code == 201, response.content
+    assert TrainingRun.objects.count() == runs + 2
+
+
+def test_the_queue_checks_the_eval_batch_only_when_the_snapshot_has_a_test_split(
+    api_client_for, project, snapshot, researcher, scorer_config_dir, tmp_path
+):
+    overrides = {
+        "reward_model": str(scorer_config_dir),
+        "per_device_eval_batch_size": 2,
+    }
+    client = api_client_for(researcher)
+    assert snapshot.counts.get("test")
+    payload = queue_payload(snapshot, recipe="rloo-lora", overrides=overrides)
+    response = client.post("/api/v1/runs/", payload, format="json")
+    assert response.status_code == 400
+    assert (
+        "per_device_eval_batch_size x processes (2)" in response.json()["overrides"][0]
+    )
+    snapshot.counts = {"train": 10, "test": 0}
+    snapshot.save(update_fields=["counts"])
     response = client.post("/api/v1/runs/", payload, format="json")
     assert response.status_code == 201, response.content
 
@@ -342,9 +394,9 @@ def test_recipes_are_listed_with_their_overrides(api_client_for, researcher):
     assert {r["kind"] for r in data} == {"sft", "reward", "dpo", "rl"}
 
 
-def test_every_recipe_resolves_with_its_stage_config(reward_model_dir):
+def test_every_recipe_resolves_with_its_stage_config(scorer_config_dir):
     for recipe in RECIPES.values():
-        extra = {"reward_model": str(reward_model_dir)} if recipe.kind == "rl" else {}
+        extra = {"reward_model": str(scorer_config_dir)} if recipe.kind == "rl" else {}
         config = queueing.run_config_build(
             kind=recipe.kind,
             recipe_overrides=recipe.overrides,

@@ -83,11 +83,6 @@ def test_yaml_must_be_a_mapping(tmp_path):
         (SFTRunConfig, {"eval_steps": 0}, "eval_steps must be > 0"),
         (SFTRunConfig, {"save_total_limit": -3}, "save_total_limit must be > 0"),
         (RLRunConfig, {"num_generations": 3}, r"\(8\) must be a multiple of num_gen"),
-        (
-            RLRunConfig,
-            {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 2},
-            "per_device_eval_batch_size x processes",
-        ),
     ],
 )
 def test_post_init_rejects_bad_values(cls, values, message):
@@ -145,10 +140,18 @@ def test_rl_batch_checks_follow_trl_and_count_the_processes(monkeypatch):
             eval_strategy="steps", eval_steps=1, report_to="none", use_cpu=True,
             activation_checkpointing=False,
         )  # fmt: skip
-    RLRunConfig(per_device_eval_batch_size=2, eval_strategy="no")  # no evaluation
+    # Ours says so where the run is known to evaluate (a stored config of a run
+    # without a test split still loads).
+    config = RLRunConfig(per_device_train_batch_size=4, per_device_eval_batch_size=2)
+    assert "per_device_eval_batch_size x processes (2)" in config.eval_batch_problem()
+    off = RLRunConfig(per_device_eval_batch_size=2, eval_strategy="no")
+    assert off.eval_batch_problem() is None
     RLRunConfig(per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match=r"processes \(2\) must be a multiple"):
+        RLRunConfig(per_device_train_batch_size=2)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    RLRunConfig(per_device_train_batch_size=2, per_device_eval_batch_size=2)
+    two = RLRunConfig(per_device_train_batch_size=2, per_device_eval_batch_size=2)
+    assert two.eval_batch_problem() is None
 
 
 def test_lr_schedulers_are_transformers_scheduler_types():

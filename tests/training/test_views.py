@@ -16,12 +16,12 @@ from training.models import RunStatus, TrainingRun
 
 
 @pytest.fixture
-def run(snapshot, researcher, reward_model_dir):
+def run(snapshot, researcher, scorer_config_dir):
     return services.run_queue(
         snapshot=snapshot,
         recipe="rloo-lora",
         base_model=HUB_MODEL,
-        overrides={"reward_model": str(reward_model_dir)},
+        overrides={"reward_model": str(scorer_config_dir)},
         user=researcher,
         name="first rloo",
     )
@@ -64,7 +64,7 @@ def test_list_filters_and_hides_runs_from_other_roles(run, researcher, annotator
 
 
 def test_detail_shows_provenance_config_checkpoints_and_log(
-    run, researcher, tmp_path, reward_model_dir
+    run, researcher, tmp_path, scorer_config_dir
 ):
     services.run_start(
         run=run,
@@ -96,7 +96,7 @@ def test_detail_shows_provenance_config_checkpoints_and_log(
     assert "eval_loss=0.2500" in html
     assert "pid 4242" in html
     assert "step 5/10 loss=0.3" in html
-    assert f"&quot;reward_model&quot;: &quot;{reward_model_dir}&quot;" in html
+    assert f"&quot;reward_model&quot;: &quot;{scorer_config_dir}&quot;" in html
     assert 'id="cancel-run"' in html
     assert f'data-metrics-url="/api/v1/runs/{run.pk}/metrics/"' in html
     assert "training/run_live.js" in html

@@ -51,14 +51,14 @@ def logged_in_page(chromium, live_server, user):
 
 
 def test_run_page_draws_live_plots_and_reloads_when_the_run_ends(
-    chromium, live_server, project, researcher, tmp_path, reward_model_dir
+    chromium, live_server, project, researcher, tmp_path, scorer_config_dir
 ):
     snapshot = make_snapshot(project, researcher, tmp_path)
     run = services.run_queue(
         snapshot=snapshot,
         recipe="rloo-lora",
         base_model=HUB_MODEL,
-        overrides={"reward_model": str(reward_model_dir)},
+        overrides={"reward_model": str(scorer_config_dir)},
         user=researcher,
     )
     services.run_start(

@@ -516,6 +516,17 @@ def logging_steps(config: TrainConfig) -> int:
     return config.logging_steps
 
 
+def _checkpointing_keyword(args_class) -> str:
+    """transformers 5 renamed `gradient_checkpointing` (the old name warns, and goes
+    in v6); 4.x knows only the old one. Ours keeps TRL's name either way."""
+    names = {f.name for f in dataclasses.fields(args_class)}
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -543,8 +554,7 @@ def trainer_arguments(config: TrainConfig, args_class, *, has_eval: bool, **extr
         eval_steps=(config.eval_steps or config.save_steps)
         if eval_strategy == "steps"
         else None,
-        # transformers 5 renamed it (the old name warns); ours keeps TRL's name.
-        activation_checkpointing=config.gradient_checkpointing,
+        **{_checkpointing_keyword(args_class): config.gradient_checkpointing},
         # Pinned host memory only helps copies to a GPU (torch warns without one).
         dataloader_pin_memory=_has_cuda(),
         bf16=bool(config.bf16),

@@ -57,8 +57,8 @@ def main(config: DPORunConfig, **run_options):
     ctx = common.start_run(config, kind=RunKind.DPO, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
+        data = common.load_data(ctx, "dpo")  # refusals before any model loads
         path, model, tokenizer, ref_model = load_model(ctx)
-        data = common.load_data(ctx, "dpo")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, ref_model, data)
         common.train(trainer, ctx)
         return common.register(trainer, ctx, registry, base_model=path)

@@ -53,8 +53,8 @@ def main(config: RewardRunConfig, **run_options):
     ctx = common.start_run(config, kind=RunKind.REWARD, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
+        data = common.load_data(ctx, "reward")  # refusals before any model loads
         path, model, tokenizer = load_model(ctx)
-        data = common.load_data(ctx, "reward")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
         common.train(trainer, ctx)
         return common.register(trainer, ctx, registry, base_model=path)

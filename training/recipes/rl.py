@@ -23,7 +23,7 @@ def reward_model_path(spec: str) -> tuple[str, bool]:
     try:
         return selectors.reward_model_resolve(spec)
     except selectors.RewardModelError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError(f"--reward-model {exc}") from exc
 
 
 def load_reward_model(ctx: common.RunContext):
@@ -142,9 +142,12 @@ def main(config: RLRunConfig, **run_options):
         common.seed(ctx)
         ctx.config.require("reward_model")
         reward_model_path(ctx.config.reward_model)
+        data = common.load_data(ctx, "rl")  # refusals before any model loads
+        problem = ctx.config.eval_batch_problem() if data.eval is not None else None
+        if problem:
+            raise CommandError(problem)
         path, model, tokenizer = common.load_causal_lm(ctx)
         reward_model, reward_tokenizer = load_reward_model(ctx)
-        data = common.load_data(ctx, "rl")
         trainer, registry = build_trainer(
             ctx, path, model, tokenizer, reward_model, reward_tokenizer, data
         )

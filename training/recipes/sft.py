@@ -38,8 +38,8 @@ def main(config: SFTRunConfig, **run_options):
     ctx = common.start_run(config, kind=RunKind.SFT, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
+        data = common.load_data(ctx, "sft")  # refusals before any model loads
         path, model, tokenizer = common.load_causal_lm(ctx)
-        data = common.load_data(ctx, "sft")
         trainer, registry = build_trainer(ctx, path, model, tokenizer, data)
         common.train(trainer, ctx)
         return common.register(trainer, ctx, registry, base_model=path)
