@@ -57,6 +57,9 @@ INVALID_CHOICE = "Choose one of: {allowed}."
 TIE_NOT_ALLOWED = "This project does not allow 'tie'."
 BOTH_BAD_NOT_ALLOWED = "This project does not allow 'both_bad'."
 INVALID_STRENGTH = "Strength must be an integer from 1 to 3."
+STRENGTH_NEEDS_A_WINNER = (
+    "Strength says how much better the chosen side is; a {choice!r} answer has none."
+)
 INVALID_ASPECTS = "Aspects must be an object mapping aspect names to choices."
 UNKNOWN_ASPECT = "Unknown aspect {name!r}; this project's aspects are: {known}."
 RATIONALE_TOO_LONG = "Rationale is limited to {limit} characters."
@@ -139,6 +142,10 @@ def judgment_validate(
         or not 1 <= strength <= 3
     ):
         raise ValidationError({"strength": INVALID_STRENGTH})
+    if strength is not None and choice in ("tie", "both_bad"):
+        raise ValidationError(
+            {"strength": STRENGTH_NEEDS_A_WINNER.format(choice=choice)}
+        )
     aspects = {} if aspects is None else aspects
     if not isinstance(aspects, dict):
         raise ValidationError({"aspects": INVALID_ASPECTS})

@@ -2,9 +2,11 @@
 
 import functools
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.html import format_html
 
 from annotation.models import Role
 from annotation.permissions import ROLE_RANK
@@ -12,6 +14,33 @@ from annotation.selectors.projects import project_get
 
 NOT_A_MEMBER = "No such project, or you are not a member of it."
 RESEARCHERS_ONLY = "Only researchers and admins of this project can see this page."
+LOGGED_OUT = (
+    "You are logged out (or your session expired), so this was not saved. Log in "
+    "again and answer the task once more."
+)
+# The task page's script asks for fragments with this header.
+FRAGMENT_HEADER = "X-Requested-With"
+FRAGMENT_VALUE = "fetch"
+
+
+def is_fragment(request: HttpRequest) -> bool:
+    return request.headers.get(FRAGMENT_HEADER) == FRAGMENT_VALUE
+
+
+def _logged_out(request: HttpRequest, slug: str) -> HttpResponse:
+    """A fragment request gets a 401 the script shows (a redirect would paste the
+    login page into the task); a page goes to the login page, which comes back to
+    the page, or for a POST (judge, skip: POST-only URLs) to the project's tasks."""
+    back = reverse("annotate", args=[slug])
+    if is_fragment(request):
+        login = f"{reverse('login')}?next={back}"
+        html = format_html(
+            '<p data-status="401">{} <a href="{}">Log in</a></p>', LOGGED_OUT, login
+        )
+        return HttpResponse(html, status=401)
+    return redirect_to_login(
+        request.get_full_path() if request.method == "GET" else back
+    )
 
 
 class PageError(Exception):
@@ -40,9 +69,10 @@ def project_page(minimum: str = Role.ANNOTATOR):
     """
 
     def decorate(view):
-        @login_required
         @functools.wraps(view)
         def wrapper(request: HttpRequest, slug: str, **kwargs) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return _logged_out(request, slug)
             found = project_get(user=request.user, slug=slug)
             if found is None:
                 return error_page(request, 404, NOT_A_MEMBER)

@@ -79,6 +79,17 @@ class GoldForm(forms.Form):
         label="Gold answer",
     )
 
+    def __init__(self, *args, project: Project, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The select offers only the answers the project allows; a posted one it
+        # forbids still reaches the service, which says why it is refused.
+        self.fields["gold_choice"].widget.choices = [
+            (value, label)
+            for value, label in self.fields["gold_choice"].choices
+            if (value != Choice.TIE or project.allow_tie)
+            and (value != Choice.BOTH_BAD or project.allow_both_bad)
+        ]
+
 
 def _filter_form(request: HttpRequest, project: Project) -> JudgmentFilterForm:
     form = JudgmentFilterForm(request.GET, project=project)
@@ -154,7 +165,7 @@ def comparison_page(
             "comparison": comparison,
             "judgments": comparison_judgments(comparison=comparison),
             "gold_form": GoldForm(
-                initial={"gold_choice": comparison.gold_choice or ""}
+                initial={"gold_choice": comparison.gold_choice or ""}, project=project
             ),
         },
     )
@@ -167,7 +178,7 @@ def comparison_gold(
 ) -> HttpResponse:
     """Mark the comparison gold with a canonical answer, or clear it."""
     comparison = _comparison_or_404(project, comparison_id)
-    form = GoldForm(request.POST)
+    form = GoldForm(request.POST, project=project)
     if not form.is_valid():
         raise PageError(400, " ".join(form.errors["gold_choice"]))
     choice = form.cleaned_data["gold_choice"] or None

@@ -26,16 +26,10 @@ from annotation.services.judgments import (
     judgment_submit,
 )
 from annotation.services.queue import assignment_skip, next_assignment
-from annotation.views.access import project_page
+from annotation.views.access import is_fragment, project_page
 
-FRAGMENT_HEADER = "X-Requested-With"
-FRAGMENT_VALUE = "fetch"
 SAVED = "Saved."
 SKIPPED = "Skipped; you will not see that task again."
-
-
-def _is_fragment(request: HttpRequest) -> bool:
-    return request.headers.get(FRAGMENT_HEADER) == FRAGMENT_VALUE
 
 
 def _session_key(project: Project) -> str:
@@ -70,7 +64,7 @@ def _choice_buttons(project: Project) -> list[dict]:
 
 
 def _next_fragment(request, project, notice="", status=200) -> HttpResponse:
-    if not _is_fragment(request):
+    if not is_fragment(request):
         return redirect("annotate", slug=project.slug)
     context = _task_context(request, project, notice)
     return render(request, "annotation/_task.html", context, status=status)
@@ -81,7 +75,7 @@ def _error(request, project, status: int, message: str) -> HttpResponse:
     return render(
         request,
         "annotation/_task_error.html"
-        if _is_fragment(request)
+        if is_fragment(request)
         else "annotation/error.html",
         {"project": project, "status": status, "message": message},
         status=status,
@@ -94,16 +88,28 @@ def _own_assignment(request, project, assignment_id: int) -> Assignment | None:
     ).first()
 
 
+ASPECT_FIELD = "aspect:"
+
+
 def _submission(request: HttpRequest, project: Project) -> dict:
-    """Read the form: choice, optional strength, aspects (by index) and rationale."""
+    """Read the form: choice, optional strength, aspects and rationale.
+
+    Aspects are posted by name (`aspect:<name>`), not by position, so a project
+    whose aspects change while the task is open cannot file an answer under
+    another aspect: a name it no longer has is refused by the service. A strength
+    left selected is dropped for a tie or both-bad answer (the page has one form;
+    the annotator did not mean it), where the API refuses it."""
+    choice = request.POST.get("choice", "")
     strength = request.POST.get("strength", "").strip()
-    aspects = {}
-    for index, name in enumerate(project.aspects or []):
-        value = request.POST.get(f"aspect-{index}", "").strip()
-        if value:
-            aspects[name] = value
+    if choice in ("tie", "both_bad"):
+        strength = ""
+    aspects = {
+        key.removeprefix(ASPECT_FIELD): value.strip()
+        for key, value in request.POST.items()
+        if key.startswith(ASPECT_FIELD) and value.strip()
+    }
     return {
-        "choice": request.POST.get("choice", ""),
+        "choice": choice,
         "strength": int(strength) if strength.isdigit() else (strength or None),
         "aspects": aspects,
         "rationale": request.POST.get("rationale", ""),

@@ -148,11 +148,15 @@ def test_whole_annotator_session_leaks_nothing(client, session, api_client_for):
     )
     scan.check(
         "judge 200",
-        client.post(judge, {"choice": "left", "aspect-0": "right"}, **FRAGMENT),
+        client.post(
+            judge, {"choice": "left", "aspect:helpfulness": "right"}, **FRAGMENT
+        ),
     )
     scan.check(
         "judge retry",
-        client.post(judge, {"choice": "left", "aspect-0": "right"}, **FRAGMENT),
+        client.post(
+            judge, {"choice": "left", "aspect:helpfulness": "right"}, **FRAGMENT
+        ),
     )
     scan.check("judge 409", client.post(judge, {"choice": "tie"}, **FRAGMENT))
     scan.check(

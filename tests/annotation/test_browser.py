@@ -122,6 +122,7 @@ def test_keyboard_only_judging_and_payload_never_runs(
         made.append((assignment.pk, key, assignment.left_is_first))
         action = f"/annotate/{assignment.pk}/judge/"
         assert action in page.get_attribute("#judge-form", "action")
+        page.wait_for_selector("#task[data-ready]")  # keys count once it settled
         page.keyboard.press(key)
         page.wait_for_function(
             "a => !document.querySelector('#judge-form')"
@@ -134,6 +135,7 @@ def test_keyboard_only_judging_and_payload_never_runs(
 
     # "s" skips without a reload, too.
     skipped = held(user)
+    page.wait_for_selector("#task[data-ready]")
     page.keyboard.press("s")
     page.wait_for_function(
         "a => !document.querySelector('#judge-form')"
@@ -152,6 +154,32 @@ def test_keyboard_only_judging_and_payload_never_runs(
         assert judgment.left_is_first is left_is_first
         assert judgment.annotator == user
     assert Judgment.objects.filter(annotator=user).count() == 3
+
+
+def test_a_held_key_answers_one_task_not_the_ones_after_it(
+    live_server, setup, browser_page
+):
+    """An OS repeats a held key (keydown with `repeat`); the next tasks arrive
+    within tens of milliseconds, and must not be answered unseen."""
+    project, user = setup
+    page, errors = browser_page
+    _login(page, live_server.url, user.username, f"/projects/{project.slug}/annotate/")
+    first = held(user)
+    page.wait_for_selector("#task[data-ready]")
+    page.keyboard.down("1")
+    for _ in range(12):  # Playwright marks every keydown after the first a repeat
+        page.keyboard.down("1")
+        page.wait_for_timeout(50)
+    page.keyboard.up("1")
+    page.wait_for_selector("[data-counter=session]:text('1')")
+    page.wait_for_timeout(400)  # past the settle time: a late repeat would count
+    assert Judgment.objects.filter(annotator=user).count() == 1
+    assert Judgment.objects.get(annotator=user).assignment_id == first.pk
+    # A key pressed as the next task arrives waits for it to settle, then works.
+    page.wait_for_selector("#task[data-ready]")
+    page.keyboard.press("2")
+    page.wait_for_selector("[data-counter=session]:text('2')")
+    assert errors == []
 
 
 def test_without_javascript_the_guidelines_are_open_and_the_js_buttons_hidden(
@@ -292,6 +320,7 @@ def test_two_browsers_and_an_api_script_share_a_project_live(
             done[i] = True
             continue
         action = form.get_attribute("action")
+        current.wait_for_selector("#task[data-ready]")
         current.keyboard.press("12"[i])
         current.wait_for_function(
             "a => !document.querySelector('#judge-form')"

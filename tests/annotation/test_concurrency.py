@@ -61,9 +61,11 @@ def _client_loop(base_url: str, slug: str, token: str, seed: int, log: list) -> 
             )
             log.append(("skip", r.status_code, assignment, None))
             continue
+        choice = rng.choice(CHOICES)
         body = {
-            "choice": rng.choice(CHOICES),
-            "strength": rng.randint(1, 3),
+            "choice": choice,
+            # Strength grades a winner: none for a tie or both bad.
+            "strength": rng.randint(1, 3) if choice in ("left", "right") else None,
             "aspects": {"helpfulness": rng.choice(CHOICES)},
         }
         url = f"{base_url}/api/v1/assignments/{assignment}/judgment/"

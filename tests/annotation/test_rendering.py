@@ -21,7 +21,7 @@ PAYLOADS = [
     "![x](https://tracker.example/pixel.png)",
 ]
 
-SAFE_TAGS = {"p", "a", "code", "pre", "em", "strong", "br", "ul", "ol", "li"}
+SAFE_TAGS = {"p", "a", "code", "pre", "em", "strong", "br", "ul", "ol", "li", "span"}
 
 
 class TagCollector(HTMLParser):
@@ -76,8 +76,29 @@ def test_links_get_safe_rel_and_keep_https():
     html = render_markdown("[docs](https://example.org/x)")
     assert 'href="https://example.org/x"' in html
     assert 'rel="noopener noreferrer nofollow"' in html
+    assert 'target="_blank"' in html  # a click never leaves the task page
 
 
 def test_empty_and_none_render_to_empty():
     assert render_markdown("") == ""
     assert render_markdown(None) == ""
+
+
+def test_chat_model_markdown_renders_as_commonmark_with_gfm_tables_and_strike():
+    """What chat models write must look the same whichever layout they chose: a
+    list right after a line, two-space nesting, code fenced inside a list item."""
+    html = render_markdown(
+        "Here are the steps:\n- Install\n  - nested\n- Run\n\n"
+        "1. Step\n   ```bash\n   export X=1\n   ```\n\n~~old~~ new"
+    )
+    assert (
+        "<p>Here are the steps:</p>\n<ul>\n<li>Install\n<ul>\n<li>nested</li>" in html
+    )
+    assert '<li>Step<pre><code class="language-bash">export X=1\n</code></pre>' in html
+    assert "<s>old</s> new" in html
+
+
+def test_an_image_shows_its_alt_text_and_is_never_fetched():
+    html = render_markdown("See ![a cat on a mat](https://tracker.example/cat.png).")
+    assert "[image: a cat on a mat]" in html
+    assert "tracker.example" not in html and "<img" not in html

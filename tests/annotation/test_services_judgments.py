@@ -332,3 +332,14 @@ def test_the_returned_judgment_is_the_stored_row(project, annotator):
     assert stored.duration_ms == 7000
     comparison = Comparison.objects.get(pk=assignment.comparison_id)
     assert (comparison.judgment_count, comparison.lease_count) == (1, 0)
+
+
+@pytest.mark.parametrize("choice", ["tie", "both_bad"])
+def test_strength_is_refused_for_an_answer_without_a_winner(project, choice):
+    from annotation.services.judgments import judgment_validate
+
+    with pytest.raises(ValidationError) as excinfo:
+        judgment_validate(
+            project=project, choice=choice, strength=2, aspects=None, rationale=""
+        )
+    assert f"a '{choice}' answer has none" in excinfo.value.message_dict["strength"][0]

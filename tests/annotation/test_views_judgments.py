@@ -146,6 +146,9 @@ def test_gold_answer_the_project_forbids_is_a_400(client, make_user):
     user = make_user("strict-res", project=strict, role=Role.RESEARCHER)
     (comparison,) = make_task_data(strict, 1)
     client.force_login(user)
+    page = client.get(reverse("comparison-detail", args=[strict.slug, comparison.pk]))
+    options = page.content.decode().split('name="gold_choice"')[1].split("</select>")[0]
+    assert 'value="tie"' not in options and 'value="both_bad"' in options
     url = reverse("comparison-gold", args=[strict.slug, comparison.pk])
     response = client.post(url, {"gold_choice": "tie"})
     assert response.status_code == 400

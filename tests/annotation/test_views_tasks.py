@@ -52,7 +52,9 @@ def test_task_page_shows_prompt_both_responses_and_controls(
         assert f'data-key="{key}"' in body
     assert 'id="help"' in body and "Keyboard shortcuts" in body
     assert "<strong>more helpful</strong>" in body  # guidelines through markdown
-    assert "Helpfulness" in body and 'name="aspect-1"' in body
+    assert "Helpfulness" in body and 'name="aspect:harmlessness"' in body
+    # Texts set their own direction (Arabic or Hebrew answers read right to left).
+    assert body.count('class="md" dir="auto"') >= 3  # prompt, left, right
     assert f"/annotate/{assignment.pk}/judge/" in body
 
 
@@ -85,7 +87,12 @@ def test_judging_stores_canonical_choice_and_returns_next_task_fragment(
     Assignment.objects.filter(pk=assignment.pk).update(left_is_first=left_is_first)
     response = logged_in.post(
         reverse("task-judge", args=[project.slug, assignment.pk]),
-        {"choice": choice, "strength": "2", "aspect-0": "left", "rationale": " ok "},
+        {
+            "choice": choice,
+            "strength": "2",
+            "aspect:helpfulness": "left",
+            "rationale": " ok ",
+        },
         **FRAGMENT,
     )
     assert response.status_code == 200
@@ -95,7 +102,8 @@ def test_judging_stores_canonical_choice_and_returns_next_task_fragment(
     judgment = Judgment.objects.get(assignment=assignment)
     assert judgment.choice == canonical
     assert judgment.left_is_first is left_is_first
-    assert judgment.strength == 2
+    # A strength left selected means nothing for a tie or both-bad answer.
+    assert judgment.strength == (2 if choice in ("left", "right") else None)
     assert judgment.aspect_choices == {
         "helpfulness": Choice.FIRST if left_is_first else Choice.SECOND
     }
@@ -262,3 +270,55 @@ def test_late_answer_after_others_filled_the_task_is_409_with_reason(
     assert response.status_code == 409
     assert LEASE_EXPIRED_TARGET_MET in text(response)
     assert not Judgment.objects.filter(annotator=annotator).exists()
+
+
+def test_aspects_are_posted_by_name_so_a_reordered_project_files_them_right(
+    logged_in, project, annotator
+):
+    """The annotator's page was rendered with the old order; the answer is still
+    filed under the aspect it was given for, and a removed aspect is refused."""
+    make_task_data(project, 2)
+    logged_in.get(reverse("annotate", args=[project.slug]))
+    assignment = current_assignment(annotator)
+    Assignment.objects.filter(pk=assignment.pk).update(left_is_first=True)
+    project.aspects = ["harmlessness", "helpfulness"]
+    project.save(update_fields=["aspects"])
+    judge = reverse("task-judge", args=[project.slug, assignment.pk])
+    answer = {"aspect:helpfulness": "left", "aspect:harmlessness": "right"}
+    project.aspects = ["helpfulness"]
+    project.save(update_fields=["aspects"])
+    refused = logged_in.post(judge, {"choice": "left", **answer}, **FRAGMENT)
+    assert refused.status_code == 400
+    assert "Unknown aspect &#x27;harmlessness&#x27;" in refused.content.decode()
+    project.aspects = ["harmlessness", "helpfulness"]
+    project.save(update_fields=["aspects"])
+    response = logged_in.post(judge, {"choice": "left", **answer}, **FRAGMENT)
+    assert response.status_code == 200
+    assert Judgment.objects.get(assignment=assignment).aspect_choices == {
+        "helpfulness": Choice.FIRST,
+        "harmlessness": Choice.SECOND,
+    }
+
+
+def test_logged_out_fragment_requests_get_a_401_not_the_login_page(
+    client, project, annotator
+):
+    """The script would paste a login page into the task; and the login page would
+    come back to a POST-only URL (a 405)."""
+    make_task_data(project, 1)
+    client.force_login(annotator)
+    client.get(reverse("annotate", args=[project.slug]))
+    assignment = current_assignment(annotator)
+    client.logout()
+    judge = reverse("task-judge", args=[project.slug, assignment.pk])
+    response = client.post(judge, {"choice": "left"}, **FRAGMENT)
+    assert response.status_code == 401
+    assert "You are logged out" in response.content.decode()
+    assert "<form" not in response.content.decode()
+    page = client.post(judge, {"choice": "left"})  # without the script
+    annotate = reverse("annotate", args=[project.slug])
+    assert page.status_code == 302
+    assert page["Location"] == f"{reverse('login')}?next={annotate}"
+    assert not Judgment.objects.exists()
+    dashboard = reverse("dashboard", args=[project.slug])
+    assert client.get(dashboard)["Location"] == f"{reverse('login')}?next={dashboard}"

@@ -11,6 +11,19 @@
   const guidelinesToggle = document.getElementById("guidelines-toggle");
   if (!task) return;
   let busy = false;
+  // A held key repeats, and a key pressed as a task arrives was meant for the
+  // last one: neither may answer a task the annotator has not seen. Choice keys
+  // work once a task has been on screen SETTLE_MS (then #task gets data-ready).
+  const SETTLE_MS = 250;
+  let shownAt = performance.now();
+  let settleTimer = null;
+  function settle() {
+    shownAt = performance.now();
+    delete task.dataset.ready;
+    clearTimeout(settleTimer);
+    settleTimer = setTimeout(() => { task.dataset.ready = "1"; }, SETTLE_MS);
+  }
+  settle();
   // The buttons need this script, so the page shows them only once it runs
   // (without it, a <noscript> style shows the guidelines open instead).
   document.querySelector(".annotate-tools").hidden = false;
@@ -32,6 +45,7 @@
 
   function swapIn(html) {
     task.innerHTML = html;
+    settle();
     localTimes();
     const heading = document.getElementById("task-heading");
     if (heading) heading.focus({ preventScroll: true });
@@ -138,6 +152,7 @@
     const button = task.querySelector('button[data-key="' + key + '"]');
     if (button && !button.disabled) {
       event.preventDefault();
+      if (event.repeat || performance.now() - shownAt < SETTLE_MS) return;
       button.click();
     }
   });
