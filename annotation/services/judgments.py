@@ -50,8 +50,7 @@ ASSIGNMENT_SKIPPED = "You skipped this task; it can no longer be judged."
 ALREADY_JUDGED = "This task was already judged; it cannot be skipped."
 LEASE_EXPIRED_TARGET_MET = (
     "Your time on this task ran out and it has meanwhile been given to other "
-    "annotators, who cover all the judgments it needs; your answer was not stored. "
-    "Ask for the next task."
+    "annotators, who cover all the judgments it needs; your answer was not stored."
 )
 INVALID_CHOICE = "Choose one of: {allowed}."
 TIE_NOT_ALLOWED = "This project does not allow 'tie'."

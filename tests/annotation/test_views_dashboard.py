@@ -186,6 +186,12 @@ def test_dashboard_page_and_live_fragment(client, judged):
     assert fragment.status_code == 200
     assert "<html" not in fragment.content.decode()
     assert "13 / 13" in fragment.content.decode()
+    # Every per-annotator rate with its interval and n, tie and both bad too.
+    row = fragment.content.decode().split(f">{annotators[0].username}</a></th>")[1]
+    cells = row.split("</tr>")[0].split("<td>")[3:]  # gold, majority, left, tie, both
+    assert len(cells) == 5
+    assert all('class="ci"' in cell or "no data" in cell for cell in cells)
+    assert all('class="ci"' in cell for cell in cells[2:])
     # The next refresh reads fresh numbers.
     comparison_update(
         comparison=Comparison.objects.filter(project=project, gold_choice=None).first(),
