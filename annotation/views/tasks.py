@@ -9,6 +9,7 @@ Blind by construction: the templates get only `selectors.queue.task_payload` (te
 positions, the opaque assignment id) and the annotator's own counts.
 """
 
+from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -64,7 +65,9 @@ def _choice_buttons(project: Project) -> list[dict]:
 
 
 def _next_fragment(request, project, notice="", status=200) -> HttpResponse:
-    if not is_fragment(request):
+    if not is_fragment(request):  # without the script: the notice on the next page
+        if notice:
+            messages.success(request, notice)
         return redirect("annotate", slug=project.slug)
     context = _task_context(request, project, notice)
     return render(request, "annotation/_task.html", context, status=status)

@@ -155,13 +155,19 @@ def test_done_fragment_when_nothing_is_left(logged_in, project, annotator):
     assert reverse("task-next", args=[project.slug]) in response.content.decode()
 
 
+def open_task(client, project, annotator, *, tasks: int) -> str:
+    """Make `tasks` comparisons, open the task page; the leased task's judge URL."""
+    make_task_data(project, tasks)
+    client.get(reverse("annotate", args=[project.slug]))
+    assignment = current_assignment(annotator)
+    return reverse("task-judge", args=[project.slug, assignment.pk])
+
+
 def test_invalid_choice_is_400_with_message_and_keeps_the_task(
     logged_in, project, annotator
 ):
-    make_task_data(project, 2)
-    logged_in.get(reverse("annotate", args=[project.slug]))
+    url = open_task(logged_in, project, annotator, tasks=2)
     assignment = current_assignment(annotator)
-    url = reverse("task-judge", args=[project.slug, assignment.pk])
     response = logged_in.post(url, {"choice": "middle"}, **FRAGMENT)
     assert response.status_code == 400
     assert INVALID_CHOICE.format(allowed="left, right, tie, both_bad") in text(response)
@@ -322,3 +328,15 @@ def test_logged_out_fragment_requests_get_a_401_not_the_login_page(
     assert not Judgment.objects.exists()
     dashboard = reverse("dashboard", args=[project.slug])
     assert client.get(dashboard)["Location"] == f"{reverse('login')}?next={dashboard}"
+
+
+def test_without_the_script_the_next_page_says_saved_and_errors_link_back(
+    logged_in, project, annotator
+):
+    judge = open_task(logged_in, project, annotator, tasks=3)
+    page = logged_in.post(judge, {"choice": "left"}, follow=True)
+    assert SAVED in page.content.decode()
+    conflict = logged_in.post(judge, {"choice": "right"})  # a second tab's answer
+    assert conflict.status_code == 409
+    annotate = reverse("annotate", args=[project.slug])
+    assert f'<a href="{annotate}">Back to annotating</a>' in conflict.content.decode()

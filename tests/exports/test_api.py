@@ -16,6 +16,14 @@ def url(slug, tail=""):
     return f"/api/v1/projects/{slug}/snapshots/{tail}"
 
 
+def exported(project, out, member, api_client_for):
+    """A snapshot with default settings, and a researcher's API client."""
+    snapshot = snapshot_export(
+        project=project, user=None, config=ExportConfig(), out_dir=out
+    )
+    return snapshot, api_client_for(member("r", "researcher"))
+
+
 @pytest.fixture
 def member(labelled_project, make_user):
     def _member(name, role):
@@ -230,13 +238,9 @@ def test_judgment_ids_pages_cover_the_snapshot_and_match_its_sha256(
     from annotation.models import Judgment
     from exports.judgment_ids import ids_sha256
 
-    snapshot = snapshot_export(
-        project=labelled_project,
-        user=None,
-        config=ExportConfig(),
-        out_dir=tmp_path / "s",
+    snapshot, client = exported(
+        labelled_project, tmp_path / "s", member, api_client_for
     )
-    client = api_client_for(member("r", "researcher"))
     pages, page = [], url("prefs", f"{snapshot.pk}/judgment-ids/?page_size=7")
     while page:
         body = client.get(page).json()
@@ -312,13 +316,9 @@ def test_download_checks_every_file_against_sha256sums(
 ):
     """A download is the snapshot its checksum names: a file changed, or a folder
     written inside it (an --out nested in a snapshot), is a 409, not a zip."""
-    snapshot = snapshot_export(
-        project=labelled_project,
-        user=None,
-        config=ExportConfig(),
-        out_dir=tmp_path / "s",
+    snapshot, client = exported(
+        labelled_project, tmp_path / "s", member, api_client_for
     )
-    client = api_client_for(member("r", "researcher"))
     download = url("prefs", f"{snapshot.pk}/download/")
     assert client.get(download).status_code == 200
     (tmp_path / "s" / "train" / "extra").mkdir()
