@@ -70,6 +70,10 @@ SNAPSHOT_DIR_TAKEN = (
     "snapshot again."
 )
 OUT_IS_A_FILE = "Output folder {path} is a file; choose a new folder."
+OUT_INSIDE_SNAPSHOT = (
+    "Output folder {path} lies inside snapshot folder {snapshot}: its files would "
+    "join that snapshot (and break its checksums); choose a folder outside it."
+)
 OUT_UNUSABLE = "Output folder {path} cannot be made: {reason}."
 TEXTS_TOO_LARGE = (
     "The texts of one export batch ({batch:,} comparisons) or row group pass "
@@ -352,6 +356,11 @@ def _check_destination(out_dir: Path, *, chosen: bool = True) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         message = OUT_DIR_NOT_EMPTY if chosen else SNAPSHOT_DIR_TAKEN
         raise ValueError(message.format(path=out_dir))
+    inside = next(
+        (p for p in out_dir.parents if (p / writers.CHECKSUMS).is_file()), None
+    )
+    if inside is not None:
+        raise ValueError(OUT_INSIDE_SNAPSHOT.format(path=out_dir, snapshot=inside))
     # Nothing is created here (a refused export leaves no folders): the nearest
     # existing ancestor must be a folder this process may create folders in.
     ancestor = next((p for p in out_dir.parents if p.exists()), None)

@@ -197,3 +197,16 @@ def test_a_file_that_is_no_tokenizer_is_an_option_error_and_makes_no_snapshot(
         )  # fmt: skip
     assert not DatasetSnapshot.objects.exists()
     assert not (tmp_path / "x").exists()
+
+
+def test_out_inside_another_snapshot_folder_is_refused(labelled_project, tmp_path):
+    from exports.models import DatasetSnapshot
+
+    call_command("export_preferences", "prefs", "--out", str(tmp_path / "v1"))
+    before = sorted(p for p in (tmp_path / "v1").rglob("*"))
+    with pytest.raises(CommandError, match=r"lies inside snapshot folder .*v1"):
+        call_command(
+            "export_preferences", "prefs", "--out", str(tmp_path / "v1" / "train" / "x")
+        )
+    assert sorted(p for p in (tmp_path / "v1").rglob("*")) == before
+    assert DatasetSnapshot.objects.count() == 1
