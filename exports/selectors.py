@@ -1080,13 +1080,11 @@ def snapshot_zip_name(snapshot: DatasetSnapshot) -> str:
 
 def snapshot_zip(snapshot: DatasetSnapshot):
     """A temporary file (deleted when closed) holding the snapshot folder as a zip."""
-    from exports.writers import CHECKSUMS, FILES_CHANGED, FilesChanged, write_zip
+    from exports.writers import write_zip
 
     path = _snapshot_path(snapshot)
     if path is None:
         raise FileNotFoundError(SNAPSHOT_FILES_GONE.format(pk=snapshot.pk))
-    if not (path / CHECKSUMS).is_file():
-        raise FilesChanged(FILES_CHANGED.format(detail=f"missing: {CHECKSUMS}"))
     out = tempfile.TemporaryFile()  # noqa: SIM115 (closed by FileResponse)
     try:
         write_zip(path, out, prefix=snapshot_zip_name(snapshot)[:-4])

@@ -310,8 +310,14 @@ FILES_CHANGED = (
 
 
 def _listed_digests(root: Path) -> dict[str, str]:
+    try:
+        text = (root / CHECKSUMS).read_text()
+    except FileNotFoundError:
+        raise FilesChanged(
+            FILES_CHANGED.format(detail=f"missing: {CHECKSUMS}")
+        ) from None
     digests = {}
-    for line in (root / CHECKSUMS).read_text().splitlines():
+    for line in text.splitlines():
         digest, _, rel = line.partition("  ")
         digests[rel] = digest
     return digests

@@ -26,10 +26,10 @@ def reward_model_path(spec: str) -> tuple[str, bool]:
         raise CommandError(f"--reward-model {exc}") from exc
 
 
-def load_reward_model(ctx: common.RunContext):
+def load_reward_model(ctx: common.RunContext, path: str, is_adapter: bool):
+    """The reward model `reward_model_path` resolved, merged if an adapter."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path, is_adapter = reward_model_path(ctx.config.reward_model)
     dtype = common.model_dtype(ctx.config)
     if is_adapter:
         from peft import AutoPeftModelForSequenceClassification
@@ -132,22 +132,25 @@ def add_heldout_callback(trainer, ctx: common.RunContext, tokenizer) -> None:
 def main(config: RLRunConfig, **run_options):
     """Train; `run_options` go to `common.start_run` (run_id, resume, write, user).
 
-    The reward model is checked before anything loads: from the command line before
-    a run row exists; a queued run (its config is the row's) first thing in it."""
+    The reward model is resolved once, before anything loads: from the command line
+    before a run row exists; a queued run (its config is the row's) first thing in
+    it."""
+    reward = None
     if run_options.get("run_id") is None:
         config.require("reward_model")
-        reward_model_path(config.reward_model)
+        reward = reward_model_path(config.reward_model)
     ctx = common.start_run(config, kind=RunKind.RL, **run_options)
     with common.run_guard(ctx):
         common.seed(ctx)
-        ctx.config.require("reward_model")
-        reward_model_path(ctx.config.reward_model)
+        if reward is None:
+            ctx.config.require("reward_model")
+            reward = reward_model_path(ctx.config.reward_model)
         data = common.load_data(ctx, "rl")  # refusals before any model loads
         problem = ctx.config.eval_batch_problem() if data.eval is not None else None
         if problem:
             raise CommandError(problem)
         path, model, tokenizer = common.load_causal_lm(ctx)
-        reward_model, reward_tokenizer = load_reward_model(ctx)
+        reward_model, reward_tokenizer = load_reward_model(ctx, *reward)
         trainer, registry = build_trainer(
             ctx, path, model, tokenizer, reward_model, reward_tokenizer, data
         )
